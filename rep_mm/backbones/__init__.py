@@ -1,0 +1,5 @@
+"""Backbones assembled from re-parameterizable blocks, registered as ``rep_mm.<Name>``."""
+from .repvgg import RepVGG
+from .repvggplus import RepVGGplus
+
+__all__ = ['RepVGG', 'RepVGGplus']

@@ -1,0 +1,35 @@
+"""Shared fixtures: the reference data of the original implementations, numeric helpers."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+REFERENCE_DIR = Path(os.environ.get('REP_MM_REFERENCE', REPO_ROOT.parent / 'shared' / 'reference'))
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def reference_path(*parts: str) -> Path:
+    path = REFERENCE_DIR.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f'reference data not found at {path} (set REP_MM_REFERENCE)')
+    return path
+
+
+def load_manifest(name: str):
+    """``[(key, shape), ...]`` of an official state_dict (../shared/reference/manifests)."""
+    with open(reference_path('manifests', f'{name}.json')) as f:
+        return [(key, tuple(shape)) for key, shape in json.load(f)]
+
+
+def load_golden(case: str) -> dict:
+    return torch.load(reference_path('golden', f'{case}.pt'), weights_only=True)
+
+
+def relative_error(reference: torch.Tensor, candidate: torch.Tensor) -> float:
+    """``max|a - b| / max|a|`` in float64."""
+    a, b = reference.detach().double(), candidate.detach().double()
+    return ((a - b).abs().max() / a.abs().max()).item()

@@ -1,0 +1,207 @@
+"""RepVGGBlock: exact folding over shapes, modes, dtypes; golden outputs of the original code."""
+import copy
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from rep_mm.blocks import RepVGGBlock
+from rep_mm.testing import randomize_bn_statistics
+
+from ..conftest import load_golden, relative_error
+
+
+def assert_converts_exactly(block: nn.Module, x: torch.Tensor, tolerance: float) -> nn.Module:
+    """Randomise BN, compare eval outputs before/after switch_to_deploy; return the deployed."""
+    randomize_bn_statistics(block, seed=x.numel())
+    block.eval()
+    with torch.no_grad():
+        expected = block(x)
+        deployed = copy.deepcopy(block)
+        deployed.switch_to_deploy()
+        actual = deployed(x)
+    assert relative_error(expected, actual) <= tolerance
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+    convs = [name for name, m in deployed.named_modules()
+             if isinstance(m, nn.Conv2d) and not name.startswith(('se.', 'post_se.'))]
+    assert convs == ['rbr_reparam']
+    return deployed
+
+
+block_shapes = dict(
+    groups=st.sampled_from([1, 2, 4]), per_group_in=st.integers(1, 3),
+    per_group_out=st.integers(1, 3), kernel_size=st.sampled_from([1, 3, 5]),
+    stride=st.integers(1, 2), dilation=st.integers(1, 2), extra_padding=st.integers(0, 1),
+    se_position=st.sampled_from([None, 'pre', 'post']), height=st.integers(5, 9),
+    width=st.integers(5, 9))
+
+
+def _build(groups, per_group_in, per_group_out, kernel_size, stride, dilation, extra_padding,
+           se_position, dtype):
+    c_in, c_out = groups * per_group_in, groups * per_group_out
+    padding = dilation * (kernel_size // 2) + extra_padding
+    return RepVGGBlock(c_in, c_out, kernel_size, stride=stride, padding=padding,
+                       dilation=dilation, groups=groups, se_position=se_position,
+                       se_ratio=1).to(dtype)
+
+
+@settings(max_examples=60, deadline=None)
+@given(**block_shapes)
+def test_float32_conversion_is_exact(height, width, **shape):
+    block = _build(dtype=torch.float32, **shape)
+    x = torch.randn(2, block.in_channels, height, width)
+    assert_converts_exactly(block, x, 1e-5)
+
+
+@settings(max_examples=40, deadline=None)
+@given(**block_shapes)
+def test_float64_conversion_is_exact(height, width, **shape):
+    block = _build(dtype=torch.float64, **shape)
+    x = torch.randn(2, block.in_channels, height, width, dtype=torch.float64)
+    assert_converts_exactly(block, x, 1e-10)
+
+
+def test_identity_branch_exists_only_when_shapes_allow_it():
+    assert RepVGGBlock(8, 8).rbr_identity is not None
+    assert RepVGGBlock(8, 8, groups=4).rbr_identity is not None
+    assert RepVGGBlock(8, 8, stride=2).rbr_identity is None
+    assert RepVGGBlock(8, 16).rbr_identity is None
+    assert RepVGGBlock(8, 8, padding=2).rbr_identity is None  # output larger than input
+    assert RepVGGBlock(8, 8, use_identity=False).rbr_identity is None
+
+
+def test_conversion_in_train_mode_uses_running_statistics():
+    block = randomize_bn_statistics(RepVGGBlock(6, 6, groups=3), 5)
+    x = torch.randn(3, 6, 7, 7)
+    block.eval()
+    with torch.no_grad():
+        expected = block(x)
+    block.train()
+    block.switch_to_deploy()
+    assert block.training and block.rbr_reparam.training
+    block.eval()
+    with torch.no_grad():
+        assert relative_error(expected, block(x)) <= 1e-5
+
+
+def test_converting_twice_is_a_no_op():
+    block = randomize_bn_statistics(RepVGGBlock(4, 4), 2).eval()
+    block.switch_to_deploy()
+    state = {k: v.clone() for k, v in block.state_dict().items()}
+    conv = block.rbr_reparam
+    block.switch_to_deploy()
+    assert block.rbr_reparam is conv
+    assert all(torch.equal(state[k], v) for k, v in block.state_dict().items())
+
+
+@pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
+def test_half_precision_conversion_keeps_dtype(dtype):
+    block = randomize_bn_statistics(RepVGGBlock(8, 8), 3).eval()
+    x = torch.randn(2, 8, 6, 6)
+    with torch.no_grad():
+        expected = block(x)  # float32 reference
+    block = block.to(dtype)
+    block.switch_to_deploy()
+    assert block.rbr_reparam.weight.dtype == dtype
+    with torch.no_grad():
+        actual = block.float()(x)
+    # only the final cast of the fused kernel to half precision is lost
+    assert relative_error(expected, actual) <= (1e-2 if dtype == torch.bfloat16 else 2e-3)
+
+
+def test_deploy_flag_builds_the_fused_form_with_the_converted_keys():
+    trained = randomize_bn_statistics(RepVGGBlock(8, 8, se_position='post', se_ratio=4), 1)
+    trained.eval().switch_to_deploy()
+    direct = RepVGGBlock(8, 8, se_position='post', se_ratio=4, deploy=True)
+    assert list(direct.state_dict()) == list(trained.state_dict())
+    direct.load_state_dict(trained.state_dict(), strict=True)
+    x = torch.randn(1, 8, 5, 5)
+    with torch.no_grad():
+        assert torch.equal(direct.eval()(x), trained(x))
+
+
+def test_equivalent_kernel_bias_is_differentiable():
+    block = RepVGGBlock(4, 4)
+    kernel, bias = block.equivalent_kernel_bias()
+    (kernel.square().sum() + bias.sum()).backward()
+    assert block.rbr_dense.conv.weight.grad is not None
+    assert block.rbr_1x1.conv.weight.grad is not None
+    assert block.rbr_identity.weight.grad is not None
+
+
+def test_custom_l2_penalises_the_fused_centre():
+    block = randomize_bn_statistics(RepVGGBlock(4, 6, stride=2), 4)  # no identity branch
+    kernel, _ = block.equivalent_kernel_bias()
+    dense = block.rbr_dense.conv.weight
+    gain = [(bn.weight / (bn.running_var + bn.eps).sqrt()).reshape(-1, 1, 1, 1)
+            for bn in (block.rbr_dense.bn, block.rbr_1x1.bn)]
+    off_centre = dense.square().sum() - dense[:, :, 1, 1].square().sum()
+    expected = off_centre + (kernel[:, :, 1:2, 1:2].square()
+                             / (gain[0].square() + gain[1].square())).sum()
+    value = block.custom_l2()
+    assert torch.allclose(value, expected, rtol=1e-6)
+    value.backward()
+    assert dense.grad is not None and block.rbr_1x1.conv.weight.grad is not None
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    plain = RepVGGBlock(4, 4)
+    checkpointed = copy.deepcopy(plain)
+    checkpointed.with_cp = True
+    x = torch.randn(2, 4, 6, 6, requires_grad=True)
+    plain(x).sum().backward()
+    grads = [p.grad.clone() for p in plain.parameters()]
+    checkpointed(x).sum().backward()
+    for g, p in zip(grads, checkpointed.parameters()):
+        assert torch.allclose(g, p.grad, atol=1e-6)
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    (dict(in_channels=4, out_channels=4, kernel_size=2), 'odd'),
+    (dict(in_channels=6, out_channels=4, groups=4), 'divisible'),
+    (dict(in_channels=4, out_channels=4, padding=0), 'at least'),
+    (dict(in_channels=4, out_channels=4, se_position='middle'), 'se_position'),
+    (dict(in_channels=4, out_channels=4, norm_cfg=dict(type='GN', num_groups=2)), 'BatchNorm'),
+    (dict(in_channels=4, out_channels=4, se_position='pre', se_ratio=16), 'at least 1 channel'),
+])
+def test_bad_arguments_are_explained(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        RepVGGBlock(**kwargs)
+
+
+def test_syncbn_blocks_convert():
+    block = RepVGGBlock(4, 4, norm_cfg=dict(type='SyncBN'))
+    assert isinstance(block.rbr_dense.bn, nn.SyncBatchNorm)
+    assert_converts_exactly(block, torch.randn(2, 4, 5, 5), 1e-5)
+
+
+def test_se_pools_globally_on_non_square_maps():
+    block = randomize_bn_statistics(RepVGGBlock(8, 8, se_position='pre', se_ratio=4), 6).eval()
+    x = torch.randn(1, 8, 4, 9)
+    deployed = assert_converts_exactly(block, x, 1e-5)
+    # the SE weight is the sigmoid of a function of the GLOBAL mean of each channel
+    with torch.no_grad():
+        pre = deployed.rbr_reparam(x)
+        weight = deployed.se.up(torch.relu(deployed.se.down(pre.mean((2, 3), keepdim=True))))
+        assert torch.allclose(deployed(x), torch.relu(pre * weight.sigmoid()), atol=1e-6)
+
+
+@pytest.mark.parametrize('case', ['repvgg_block_s1_identity', 'repvgg_block_s2', 'repvgg_block_g2'])
+def test_golden_blocks_of_the_original_code(case):
+    golden = load_golden(case)
+    block = RepVGGBlock(**golden['builder']['kwargs'])
+    assert list(block.state_dict()) == list(golden['train_state_dict'])
+    block.load_state_dict(golden['train_state_dict'], strict=True)
+    block.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(block(golden['input']), golden['train_output'],
+                                   rtol=1e-5, atol=1e-5)
+        block.switch_to_deploy()
+        assert list(block.state_dict()) == list(golden['deploy_state_dict'])
+        for key, value in golden['deploy_state_dict'].items():
+            torch.testing.assert_close(block.state_dict()[key], value, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(block(golden['input']), golden['deploy_output'],
+                                   rtol=1e-5, atol=1e-5)

@@ -1,0 +1,128 @@
+"""rep_mm.fusion: every equation checked in float64 against running the branches."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.nn import functional as F
+
+from rep_mm import fusion
+from rep_mm.testing import randomize_bn_statistics
+
+F64 = dict(dtype=torch.float64)
+
+
+def random_bn(channels: int, seed: int = 0) -> nn.BatchNorm2d:
+    bn = nn.BatchNorm2d(channels).double()
+    randomize_bn_statistics(bn, seed)
+    return bn.eval()
+
+
+@settings(max_examples=40, deadline=None)
+@given(groups=st.sampled_from([1, 2, 4]), per_group_in=st.integers(1, 3),
+       per_group_out=st.integers(1, 3), k=st.sampled_from([1, 3, 5]),
+       stride=st.integers(1, 2), dilation=st.integers(1, 2), with_bias=st.booleans())
+def test_fuse_bn_equals_conv_then_bn(groups, per_group_in, per_group_out, k, stride, dilation,
+                                     with_bias):
+    c_in, c_out = groups * per_group_in, groups * per_group_out
+    x = torch.randn(2, c_in, 9, 9, **F64)
+    w = torch.randn(c_out, per_group_in, k, k, **F64)
+    b = torch.randn(c_out, **F64) if with_bias else None
+    bn = random_bn(c_out, seed=k + groups)
+    conv = dict(stride=stride, padding=dilation * (k // 2), dilation=dilation, groups=groups)
+    expected = bn(F.conv2d(x, w, b, **conv))
+    kernel, bias = fusion.fuse_bn(w, bn, b)
+    assert torch.allclose(F.conv2d(x, kernel, bias, **conv), expected, rtol=0, atol=1e-12)
+
+
+@settings(max_examples=30, deadline=None)
+@given(groups=st.sampled_from([1, 2, 3, 6]), k=st.sampled_from([1, 3, 5, 7]),
+       dilation=st.integers(1, 3))
+def test_identity_kernel_is_identity(groups, k, dilation):
+    x = torch.randn(2, 6, 8, 7, **F64)
+    kernel = fusion.identity_kernel(6, groups, k, dtype=torch.float64)
+    assert kernel.shape == (6, 6 // groups, k, k)
+    y = F.conv2d(x, kernel, padding=dilation * (k // 2), dilation=dilation, groups=groups)
+    assert torch.equal(y, x)
+
+
+@settings(max_examples=30, deadline=None)
+@given(k=st.sampled_from([1, 3, 5]), target=st.sampled_from([3, 5, 7]),
+       dilation=st.integers(1, 2), stride=st.integers(1, 2))
+def test_pad_kernel_keeps_the_conv(k, target, dilation, stride):
+    if target < k:
+        with pytest.raises(ValueError, match='cannot centre'):
+            fusion.pad_kernel(torch.zeros(1, 1, k, k), target)
+        return
+    x = torch.randn(1, 3, 11, 10, **F64)
+    w = torch.randn(4, 3, k, k, **F64)
+    small = F.conv2d(x, w, stride=stride, padding=dilation * (k // 2), dilation=dilation)
+    large = F.conv2d(x, fusion.pad_kernel(w, target), stride=stride,
+                     padding=dilation * (target // 2), dilation=dilation)
+    assert torch.allclose(small, large, rtol=0, atol=1e-12)
+
+
+def test_pad_kernel_rejects_odd_difference():
+    with pytest.raises(ValueError, match='even'):
+        fusion.pad_kernel(torch.zeros(1, 1, 2, 2), 3)
+
+
+@pytest.mark.parametrize('groups', [1, 2, 4])
+@pytest.mark.parametrize('k', [2, 3])
+def test_avg_pool_kernel_matches_avg_pool(groups, k):
+    x = torch.randn(2, 4, 9, 9, **F64)
+    kernel = fusion.avg_pool_kernel(4, groups, k, dtype=torch.float64)
+    expected = F.avg_pool2d(x, k, stride=1, padding=0)
+    assert torch.allclose(F.conv2d(x, kernel, groups=groups), expected, rtol=0, atol=1e-14)
+
+
+def test_sum_branches_adds_padded_kernels():
+    x = torch.randn(2, 3, 8, 8, **F64)
+    w3, b3 = torch.randn(5, 3, 3, 3, **F64), torch.randn(5, **F64)
+    w1, b1 = torch.randn(5, 3, 1, 1, **F64), torch.randn(5, **F64)
+    kernel, bias = fusion.sum_branches([(w3, b3), (w1, b1)])
+    expected = F.conv2d(x, w3, b3, padding=1) + F.conv2d(x, w1, b1)
+    assert torch.allclose(F.conv2d(x, kernel, bias, padding=1), expected, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match='at least one'):
+        fusion.sum_branches([])
+
+
+def test_fuse_bn_handles_non_affine_and_syncbn():
+    x = torch.randn(2, 3, 6, 6, **F64)
+    w = torch.randn(4, 3, 3, 3, **F64)
+    for bn in (nn.BatchNorm2d(4, affine=False).double(), nn.SyncBatchNorm(4).double()):
+        randomize_bn_statistics(bn, 3)
+        bn.eval()
+        # SyncBN in eval mode on one process computes exactly the BN formula
+        expected = F.batch_norm(F.conv2d(x, w, padding=1), bn.running_mean, bn.running_var,
+                                bn.weight, bn.bias, False, 0.0, bn.eps)
+        kernel, bias = fusion.fuse_bn(w, bn)
+        assert torch.allclose(F.conv2d(x, kernel, bias, padding=1), expected, atol=1e-12)
+
+
+def test_fuse_bn_errors_are_explicit():
+    with pytest.raises(TypeError, match='BatchNorm'):
+        fusion.fuse_bn(torch.zeros(4, 3, 3, 3), nn.GroupNorm(2, 4))
+    with pytest.raises(ValueError, match='track_running_stats'):
+        fusion.fuse_bn(torch.zeros(4, 3, 3, 3), nn.BatchNorm2d(4, track_running_stats=False))
+    with pytest.raises(ValueError, match='4 output channels'):
+        fusion.fuse_bn(torch.zeros(4, 3, 3, 3), nn.BatchNorm2d(5))
+    with pytest.raises(ValueError, match='divisible'):
+        fusion.identity_kernel(6, 4)
+
+
+def test_half_precision_is_folded_in_float32():
+    bn = nn.BatchNorm2d(4).half()
+    randomize_bn_statistics(bn, 1)
+    kernel, bias = fusion.fuse_bn(torch.randn(4, 3, 3, 3).half(), bn)
+    assert kernel.dtype == bias.dtype == torch.float32
+    assert fusion.fusion_dtype(torch.bfloat16) == torch.float32
+    assert fusion.fusion_dtype(torch.float64) == torch.float64
+
+
+def test_fuse_bn_is_differentiable():
+    bn = nn.BatchNorm2d(4)
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    kernel, bias = fusion.fuse_bn(w, bn)
+    (kernel.sum() + bias.sum()).backward()
+    assert w.grad is not None and bn.weight.grad is not None and bn.bias.grad is not None
