@@ -18,7 +18,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
     'KernelBias', 'fusion_dtype', 'bn_scale_shift', 'fuse_bn', 'pad_kernel', 'identity_kernel',
-    'avg_pool_kernel', 'sum_branches',
+    'avg_pool_kernel', 'sum_branches', 'conv_to_fc',
 ]
 
 KernelBias = Tuple[Tensor, Tensor]
@@ -62,18 +62,26 @@ def bn_scale_shift(bn: _BatchNorm, dtype: Optional[torch.dtype] = None) -> Tuple
     return scale, beta - mean * scale
 
 
-def fuse_bn(kernel: Tensor, bn: _BatchNorm, bias: Optional[Tensor] = None) -> KernelBias:
+def fuse_bn(kernel: Tensor, bn: _BatchNorm, bias: Optional[Tensor] = None,
+            outputs_per_feature: int = 1) -> KernelBias:
     """Fold ``BN(conv(x, kernel) + bias)`` into one conv: returns ``(kernel', bias')``.
 
     ``kernel' = kernel * scale[:, None, None, None]`` and ``bias' = shift + bias * scale`` with
     ``(scale, shift) = bn_scale_shift(bn)``. ``kernel`` may be any shape whose first dimension is
-    the output channels (conv kernels, FC weights). Result dtype: ``fusion_dtype(kernel.dtype)``.
+    the output channels (conv kernels, FC weights). When one BN feature normalises
+    ``outputs_per_feature`` consecutive outputs (RepMLP's ``fc3_bn``: one feature per share-set
+    of ``h * w`` FC outputs), scale and shift are repeated that often.
+    Result dtype: ``fusion_dtype(kernel.dtype)``.
     """
     dtype = fusion_dtype(kernel.dtype)
     scale, shift = bn_scale_shift(bn, dtype)
+    if outputs_per_feature != 1:
+        scale = scale.repeat_interleave(outputs_per_feature)
+        shift = shift.repeat_interleave(outputs_per_feature)
     if kernel.shape[0] != scale.shape[0]:
         raise ValueError(f'kernel has {kernel.shape[0]} output channels but the BatchNorm has '
-                         f'{scale.shape[0]} features')
+                         f'{scale.shape[0] // outputs_per_feature} features '
+                         f'(x {outputs_per_feature} outputs each)')
     fused_kernel = kernel.to(dtype) * scale.reshape(-1, *([1] * (kernel.dim() - 1)))
     fused_bias = shift if bias is None else shift + bias.to(dtype) * scale
     return fused_kernel, fused_bias
@@ -148,3 +156,31 @@ def sum_branches(branches: Iterable[KernelBias], size: Optional[Size2] = None) -
     kernel = sum(pad_kernel(k, size) for k, _ in branches)
     bias = sum(b for _, b in branches)
     return kernel, bias
+
+
+def conv_to_fc(kernel: Tensor, bias: Tensor, height: int, width: int) -> KernelBias:
+    """The FC layer equal to a stride-1 "same" grouped conv on a fixed ``height x width`` map.
+
+    ``kernel``: ``(G, 1, k_h, k_w)`` (one channel per group, as RepMLP's local perceptron over
+    ``G`` share-sets), ``bias``: ``(G,)``. Flattening each group's map to ``P = h * w`` values,
+    the conv is linear, so ``conv(x)[g] = W_g @ x[g] + b_g`` with ``W_g`` of shape ``(P, P)``.
+    Column ``i`` of ``W_g`` is the conv applied to the ``i``-th unit image, so convolving the
+    ``P`` unit images at once gives every ``W_g`` ("identity-image trick").
+
+    Returns ``(weight, bias)`` of shape ``(G * P, P)`` and ``(G * P,)``: the weight of a grouped
+    1x1 conv / FC with ``G`` groups over ``G * P`` features (row ``g * P + o`` is output ``o``
+    of group ``g``), the layout of RepMLP's ``fc3``.
+    """
+    groups, per_group, k_h, k_w = kernel.shape
+    if per_group != 1:
+        raise ValueError(f'conv_to_fc expects one input channel per group, got kernel shape '
+                         f'{tuple(kernel.shape)}')
+    if k_h % 2 == 0 or k_w % 2 == 0:
+        raise ValueError(f'a "same" conv needs odd kernel sizes, got {k_h}x{k_w}')
+    positions = height * width
+    unit_images = torch.eye(positions, dtype=kernel.dtype, device=kernel.device)
+    unit_images = unit_images.reshape(positions, 1, height, width).expand(-1, groups, -1, -1)
+    responses = nn.functional.conv2d(unit_images, kernel, padding=(k_h // 2, k_w // 2),
+                                     groups=groups)            # (P inputs, G, h, w outputs)
+    weight = responses.reshape(positions, groups * positions).t()  # (G * P outputs, P inputs)
+    return weight, bias.repeat_interleave(positions)
