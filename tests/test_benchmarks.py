@@ -23,3 +23,16 @@ def test_model_zoo_quick(tmp_path):
         assert row['deploy_params_m'] > 0
     assert (tmp_path / 'model_zoo_quick.png').stat().st_size > 1000
     assert '| RepVGG-A0 |' in (tmp_path / 'model_zoo_quick.md').read_text()
+
+
+def test_throughput_quick(tmp_path):
+    rows = load('throughput').main(['--quick', '--out-dir', str(tmp_path)])
+    results = rows[0]['results']
+    for name in ('rep_mm train-time', 'rep_mm converted', 'plain conv stack',
+                 'mmpretrain train-time', 'mmpretrain converted'):
+        assert results[f'forward/{name}']['images_per_s'] > 0
+    assert 'train_step/rep_mm train-time' in results
+    assert rows[0]['ratios']['converted / plain stack (time)'] > 0
+    data = json.loads((tmp_path / 'throughput_quick.json').read_text())
+    assert data['threads'] >= 1 and data['machine']['cpu_count']
+    assert (tmp_path / 'throughput_quick.png').stat().st_size > 1000
