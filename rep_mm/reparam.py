@@ -25,10 +25,19 @@ from torch import Tensor, nn
 from .fusion import KernelBias
 
 __all__ = ['ReparamBlock', 'ReparamReport', 'reparameterize', 'verify_equivalence',
-           'max_errors', 'is_reparam_module']
+           'max_errors', 'is_reparam_module', 'default_tolerance']
 
 # Methods by which other libraries' blocks (mmpretrain, timm, the original repos) convert.
 FOREIGN_CONVERSION_METHODS = ('switch_to_deploy', 'reparameterize', 'local_inject')
+
+
+_TOLERANCES = {torch.float64: 1e-10, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def default_tolerance(dtype: torch.dtype) -> float:
+    """Accepted ``max |a - b| / max |a|`` of a conversion: 1e-5 for float32, 1e-10 for
+    float64, 1e-2 for float16 / bfloat16 (the fused kernel is rounded to half precision)."""
+    return _TOLERANCES.get(dtype, 1e-5)
 
 
 class ReparamBlock(nn.Module):
@@ -201,9 +210,8 @@ def reparameterize(model: nn.Module,
             module.training = mode
         report.max_abs_error, report.max_rel_error = max_errors(reference, candidate)
         if tolerance is None:
-            dtype = next((p.dtype for p in model.parameters()), torch.float32)
-            tolerance = {torch.float64: 1e-10, torch.float16: 1e-2, torch.bfloat16: 1e-2}.get(
-                dtype, 1e-5)
+            tolerance = default_tolerance(next((p.dtype for p in model.parameters()),
+                                               torch.float32))
         report.tolerance = tolerance
     return report
 

@@ -1,0 +1,232 @@
+"""``ReparameterizeHook``: evaluate and test the deploy form of a model inside an mmengine Runner.
+
+* **Validation during training** (``convert_before_val``): in ``before_val_epoch`` a converted
+  deep copy of the model is made and ``runner.model.val_step`` (of the wrapper, if any) is
+  redirected to it by an instance attribute; ``after_val_epoch`` removes that attribute. The
+  modules, parameters and buffers of ``runner.model`` are never replaced or changed, so every
+  checkpoint (``CheckpointHook`` saves in ``after_val_epoch`` and after training iterations /
+  epochs) holds the training form whatever the hook priorities are, and training resumes on
+  the untouched branches. (Swapping ``runner.model`` itself would tie the saved form to the
+  order of this hook and CheckpointHook.)
+* **Test** (``convert_before_test``): training is over, so in ``before_test_epoch`` the model
+  (``.module`` of a model wrapper) is converted in place. ``Runner.test()`` has already loaded
+  the checkpoint by then (``load_or_resume`` runs before the test loop).
+* **EMAHook**: it swaps the averaged weights into the model in ``before_{val,test}_epoch`` and
+  back in ``after_*_epoch``. This hook must run after it in ``before_*_epoch`` (default priority
+  ``LOW`` vs ``NORMAL``; checked in ``before_run``) so that the converted copy carries the EMA
+  weights. At test time the EMA copy (``ema_hook.ema_model.module``) is converted in place too,
+  so that the parameter-by-parameter swap-back still pairs the same tensors.
+* **Verification** (``verify``): on the first batch of the loop, the training-form model and
+  the converted one are run on the same preprocessed inputs (``mode='tensor'``, i.e. before
+  any post-processing) and ``max |a - b|`` and ``max |a - b| / max |a|`` are logged.
+
+Usage in any mmpretrain / mmseg / mmdet config::
+
+    custom_imports = dict(imports=['rep_mm'], allow_failed_imports=False)
+    custom_hooks = [dict(type='rep_mm.ReparameterizeHook', verify=True)]
+
+Wrappers that keep the model as ``.module`` and call ``self.module.val_step`` (DDP,
+``MMDistributedDataParallel``) are supported; sharded wrappers (FSDP, DeepSpeed) are not.
+"""
+import copy
+from typing import Any, Dict, Optional, Sequence
+
+import torch
+from mmengine.hooks import EMAHook, Hook
+from mmengine.model import is_model_wrapper
+from torch import nn
+
+from ..registry import HOOKS
+from ..reparam import default_tolerance, max_errors, reparameterize
+
+__all__ = ['ReparameterizeHook']
+
+_MISSING = object()
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The model inside an mmengine / torch model wrapper, or ``model`` itself."""
+    return model.module if is_model_wrapper(model) else model
+
+
+def forward_tensor(model: nn.Module, data: Any) -> Any:
+    """Raw network outputs (``mode='tensor'``) of an mm ``BaseModel`` on preprocessed data."""
+    if isinstance(data, dict):
+        return model(**data, mode='tensor')
+    if isinstance(data, (list, tuple)):
+        return model(*data, mode='tensor')
+    return model(data, mode='tensor')
+
+
+@HOOKS.register_module()
+class ReparameterizeHook(Hook):
+    """Validate a converted copy during training and test the model in its deploy form.
+
+    Args:
+        convert_before_val (bool): evaluate a converted deep copy in every validation; the
+            training model and the saved checkpoints keep their training form. Default True.
+        convert_before_test (bool): convert the model in place before the test loop.
+            Default True.
+        verify (bool): compare the training-form and the converted model on the first batch
+            of each validation / test loop and log the errors. Default True.
+        tolerance (float, optional): largest accepted relative error
+            ``max |a - b| / max |a|``; default by parameter dtype: 1e-5 (float32),
+            1e-10 (float64), 1e-2 (float16 / bfloat16).
+        raise_on_failure (bool): raise ``RuntimeError`` when the verification fails instead
+            of logging a warning. Default False.
+
+    Attributes:
+        last_check (dict | None): the latest verification: ``phase`` ('val' | 'test'),
+            ``max_abs_error``, ``max_rel_error``, ``tolerance``, ``passed``.
+        last_report (ReparamReport | None): the latest conversion report.
+    """
+
+    priority = 'LOW'  # after EMAHook (NORMAL), before CheckpointHook (VERY_LOW)
+
+    def __init__(self, convert_before_val: bool = True, convert_before_test: bool = True,
+                 verify: bool = True, tolerance: Optional[float] = None,
+                 raise_on_failure: bool = False) -> None:
+        for name, value in (('convert_before_val', convert_before_val),
+                            ('convert_before_test', convert_before_test),
+                            ('verify', verify), ('raise_on_failure', raise_on_failure)):
+            if not isinstance(value, bool):
+                raise TypeError(f'ReparameterizeHook: {name} must be True or False, '
+                                f'got {value!r} ({type(value).__name__})')
+        if tolerance is not None and (isinstance(tolerance, bool) or
+                                      not isinstance(tolerance, (int, float)) or
+                                      not tolerance > 0):
+            raise ValueError(f'ReparameterizeHook: tolerance must be a positive number or None '
+                             f'(dtype default), got {tolerance!r}')
+        self.convert_before_val = convert_before_val
+        self.convert_before_test = convert_before_test
+        self.verify = verify
+        self.tolerance = None if tolerance is None else float(tolerance)
+        self.raise_on_failure = raise_on_failure
+        self.last_check: Optional[Dict[str, Any]] = None
+        self.last_report = None
+        self._val_model: Optional[nn.Module] = None
+        self._patched: Optional[tuple] = None  # (wrapper-level model, previous val_step)
+        self._pending: Optional[tuple] = None  # (reference model, converted model, phase)
+
+    # -- order with respect to EMAHook -------------------------------------------------------
+    def before_run(self, runner) -> None:
+        """Refuse a hook order in which EMAHook would swap its weights in after this hook."""
+        hooks: Sequence[Hook] = runner.hooks
+        mine = next(i for i, hook in enumerate(hooks) if hook is self)
+        for i, hook in enumerate(hooks):
+            if isinstance(hook, EMAHook) and i > mine:
+                raise ValueError(
+                    f'ReparameterizeHook (priority {self.priority}) runs before EMAHook '
+                    f'(priority {hook.priority}), so it would convert the weights before EMA '
+                    'swaps its averages in. Give ReparameterizeHook a lower priority than '
+                    "EMAHook, e.g. the default 'LOW'.")
+
+    # -- validation: a converted copy ---------------------------------------------------------
+    def before_val_epoch(self, runner) -> None:
+        """Convert a deep copy of the model and route ``val_step`` to it."""
+        if not self.convert_before_val:
+            return
+        model = unwrap_model(runner.model)
+        report = reparameterize(model, inplace=False)
+        self.last_report = report
+        if not report.converted:
+            runner.logger.info('ReparameterizeHook: no block to convert '
+                               f'({report.summary()}); validating the model as it is')
+            return
+        converted = report.model.eval()
+        converted.requires_grad_(False)
+        converted.zero_grad(set_to_none=True)  # the copy needs no gradient buffers
+        previous = runner.model.__dict__.get('val_step', _MISSING)
+        runner.model.val_step = converted.val_step  # instance attribute shadows the method
+        self._val_model, self._patched = converted, (runner.model, previous)
+        if self.verify:
+            self._pending = (model, converted, 'val')
+        runner.logger.info(f'ReparameterizeHook: validating a converted copy: '
+                           f'{report.summary()}')
+
+    def before_val_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
+        """Verify the converted copy on the first validation batch."""
+        self._check_first_batch(runner, batch_idx, data_batch)
+
+    def after_val_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        """Give ``val_step`` back to the training model and free the converted copy."""
+        if self._patched is not None:
+            wrapper, previous = self._patched
+            if previous is _MISSING:
+                del wrapper.val_step
+            else:
+                wrapper.val_step = previous
+        self._val_model = self._patched = self._pending = None
+
+    @property
+    def val_model(self) -> Optional[nn.Module]:
+        """The converted copy that answers ``val_step`` during the current validation."""
+        return self._val_model
+
+    # -- test: in place -----------------------------------------------------------------------
+    def before_test_epoch(self, runner) -> None:
+        """Convert the (unwrapped) model in place, and EMAHook's copy along with it."""
+        if not self.convert_before_test:
+            return
+        model = unwrap_model(runner.model)
+        reference = copy.deepcopy(model).eval() if self.verify else None
+        report = reparameterize(model)
+        self.last_report = report
+        for hook in runner.hooks:
+            if isinstance(hook, EMAHook) and getattr(hook, 'ema_model', None) is not None:
+                self._convert_ema(hook)
+        if reference is not None:
+            self._pending = (reference, model, 'test')
+        runner.logger.info(f'ReparameterizeHook: testing the converted model: '
+                           f'{report.summary()}')
+
+    def before_test_iter(self, runner, batch_idx: int, data_batch: Any = None) -> None:
+        """Verify the converted model on the first test batch."""
+        self._check_first_batch(runner, batch_idx, data_batch)
+
+    def after_test_epoch(self, runner, metrics: Optional[Dict[str, float]] = None) -> None:
+        """Free the training-form reference kept for verification."""
+        self._pending = None
+
+    @staticmethod
+    def _convert_ema(hook: EMAHook) -> None:
+        """Convert the averaged model so that EMAHook's swap pairs fused tensors with fused."""
+        averaged = hook.ema_model
+        reparameterize(averaged.module)
+        # its lookup of the averaged tensors by name must follow the new parameters
+        averaged.avg_parameters = (averaged.module.state_dict() if averaged.update_buffers
+                                   else dict(averaged.module.named_parameters()))
+
+    # -- verification -------------------------------------------------------------------------
+    def _check_first_batch(self, runner, batch_idx: int, data_batch: Any) -> None:
+        if self._pending is None or batch_idx != 0 or data_batch is None:
+            return
+        reference, converted, phase = self._pending
+        self._pending = None
+        modes = [(m, m.training) for m in (*reference.modules(), *converted.modules())]
+        reference.eval()
+        converted.eval()
+        try:
+            with torch.no_grad():
+                data = reference.data_preprocessor(data_batch, False)
+                expected = forward_tensor(reference, data)
+                actual = forward_tensor(converted, data)
+        finally:
+            for module, mode in modes:
+                module.training = mode
+        max_abs, max_rel = max_errors(expected, actual)
+        dtype = next((p.dtype for p in converted.parameters()), torch.float32)
+        tolerance = self.tolerance if self.tolerance is not None else default_tolerance(dtype)
+        passed = max_rel <= tolerance
+        self.last_check = dict(phase=phase, max_abs_error=max_abs, max_rel_error=max_rel,
+                               tolerance=tolerance, passed=passed)
+        message = (f'ReparameterizeHook: {phase} equivalence on the first batch: '
+                   f'max abs error {max_abs:.3g}, max rel error {max_rel:.3g} '
+                   f"({'PASS' if passed else 'FAIL'} at tolerance {tolerance:g})")
+        if passed:
+            runner.logger.info(message)
+        elif self.raise_on_failure:
+            raise RuntimeError(message + '; the converted model does not compute what the '
+                               'training-form model computes')
+        else:
+            runner.logger.warning(message)
