@@ -1,9 +1,11 @@
 """Checkpoint I/O: safe loading, official / mmpretrain key maps, strict loading, atomic saving.
 
-rep_mm keeps the names of the official RepVGG code (``stage0..stage4``, ``rbr_dense``,
-``rbr_1x1``, ``rbr_identity``, ``rbr_reparam``, ``se.down``/``se.up``, ``post_se``), so an
-official release loads as is; mmpretrain's RepVGG names (``stem``, ``stage_1``, ``branch_3x3``,
-``branch_norm``, ``se_layer.conv1.conv``, ...) are mapped explicitly, and every key that does
+rep_mm keeps the names of the official code (RepVGG: ``stage0..stage4``, ``rbr_dense``,
+``rbr_1x1``, ``rbr_identity``, ``rbr_reparam``, ``se.down``/``se.up``, ``post_se``; RepMLPNet:
+``conv_embedding``, ``stages``, ``embeds``, ``gp.fc1``, ``prebn1``, ``head_norm``), so an
+official release loads as is; mmpretrain's names (RepVGG: ``stem``, ``stage_1``, ``branch_3x3``,
+``branch_norm``, ``se_layer.conv1.conv``; RepMLPNet: ``patch_embed``, ``gp.conv1.conv``,
+``norm1``, ``downsample_layers``, ``final_norm``) are mapped explicitly, and every key that does
 not find its place is reported.
 """
 from __future__ import annotations
@@ -27,7 +29,8 @@ KINDS = ('auto', 'official', 'mmpretrain', 'rep_mm')
 TARGETS = ('auto', 'backbone', 'model')
 WRAPPER_KEYS = ('state_dict', 'model', 'module')
 # classifier parts of the official full models; in an mm model they belong to the head
-OFFICIAL_HEAD_PREFIXES = ('linear.', 'stage1_aux.', 'stage2_aux.', 'stage3_first_aux.')
+OFFICIAL_HEAD_PREFIXES = ('linear.', 'stage1_aux.', 'stage2_aux.', 'stage3_first_aux.',
+                          'head.')  # head.* is RepMLPNet's classifier
 MAX_LISTED = 10
 
 # mmpretrain RepVGG (backbone-relative key) -> official name, applied in this order
@@ -42,11 +45,21 @@ _MMPRETRAIN_RULES = (
     (re.compile(r'\.branch_reparam\.'), '.rbr_reparam.'),
     (re.compile(r'\.se_layer\.conv1\.conv\.'), '.se.down.'),
     (re.compile(r'\.se_layer\.conv2\.conv\.'), '.se.up.'),
+    # mmpretrain RepMLPNet
+    (re.compile(r'^patch_embed\.projection\.'), 'conv_embedding.conv.'),
+    (re.compile(r'^patch_embed\.norm\.'), 'conv_embedding.bn.'),
+    (re.compile(r'\.gp\.conv1\.conv\.'), '.gp.fc1.'),
+    (re.compile(r'\.gp\.conv2\.conv\.'), '.gp.fc2.'),
+    (re.compile(r'^(stages\.\d+\.\d+)\.norm([12])\.'), r'\1.prebn\2.'),
+    (re.compile(r'^downsample_layers\.'), 'embeds.'),
+    (re.compile(r'^final_norm\.'), 'head_norm.'),
 )
 _MMPRETRAIN_MARKERS = re.compile(
-    r'^(stem|stage_\d+)\.|\.(branch_3x3|branch_1x1|branch_norm|branch_reparam)\.')
+    r'^(stem|stage_\d+|patch_embed|downsample_layers|final_norm)\.|'
+    r'\.(branch_3x3|branch_1x1|branch_norm|branch_reparam)\.')
 _OFFICIAL_TOP = re.compile(r'^(stage\d+|stage3_first|stage3_second|linear|stage1_aux|'
-                           r'stage2_aux|stage3_first_aux)\.')
+                           r'stage2_aux|stage3_first_aux|conv_embedding|stages|embeds|head_norm|'
+                           r'head)\.')
 
 
 class CheckpointError(ValueError):
@@ -194,7 +207,7 @@ def detect_kind(state_dict: Mapping[str, Tensor]) -> str:
 
 
 def mmpretrain_to_official(key: str) -> str:
-    """Map one backbone-relative mmpretrain RepVGG key to the official name."""
+    """Map one backbone-relative mmpretrain RepVGG / RepMLPNet key to the official name."""
     for pattern, replacement in _MMPRETRAIN_RULES:
         key = pattern.sub(replacement, key)
     return key
@@ -245,8 +258,8 @@ def _map_to_model(parts: _Split, target: str, has_backbone: bool,
     mapped: Dict[str, Tensor] = OrderedDict(('backbone.' + k, v) for k, v in parts.backbone.items())
     names = set(model_keys)
     for key, value in parts.official_head.items():
-        if key.startswith('linear.'):
-            rest = key[len('linear.'):]
+        if key.startswith(('linear.', 'head.')):
+            rest = key.split('.', 1)[1]
             key = 'head.linear.' + rest if 'head.linear.' + rest in names else 'head.fc.' + rest
         else:
             key = 'head.' + key
