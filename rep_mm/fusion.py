@@ -184,3 +184,116 @@ def conv_to_fc(kernel: Tensor, bias: Tensor, height: int, width: int) -> KernelB
                                      groups=groups)            # (P inputs, G, h, w outputs)
     weight = responses.reshape(positions, groups * positions).t()  # (G * P outputs, P inputs)
     return weight, bias.repeat_interleave(positions)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequential composition (ACB / DBB / OREPA). Appended; the functions above are unchanged.
+# ---------------------------------------------------------------------------------------------
+
+__all__ += ['channel_identity', 'compose_1x1_kxk', 'compose_kernels',
+            'depthwise_separable_kernel']
+
+
+def channel_identity(out_channels: int, in_per_group: int, *, dtype: torch.dtype = torch.float32,
+                     device: Optional[torch.device] = None) -> Tensor:
+    """A grouped 1x1 kernel ``(C_out, C_in // groups, 1, 1)`` copying input ``c % (C_in/g)``.
+
+    Output channel ``c`` gets a 1 at input ``c % in_per_group`` of its group. With
+    ``C_out == C_in`` it is :func:`identity_kernel` of size 1; with ``C_out = m * C_in`` it copies
+    each input of a group ``m`` times (DBB / OREPA's identity-based 1x1 with internal channels).
+    """
+    kernel = torch.zeros(out_channels, in_per_group, 1, 1, dtype=dtype, device=device)
+    rows = torch.arange(out_channels, device=device)
+    kernel[rows, rows % in_per_group] = 1
+    return kernel
+
+
+def _check_groups(name: str, channels: int, groups: int) -> None:
+    if channels % groups:
+        raise ValueError(f'{name} ({channels}) must be divisible by groups ({groups})')
+
+
+def compose_1x1_kxk(first: Tensor, second: Tensor, groups: int = 1,
+                    first_bias: Optional[Tensor] = None) -> KernelBias:
+    """One kxk conv equal to a grouped 1x1 conv followed by a grouped kxk conv.
+
+    ``first``: ``(D, C // g, 1, 1)`` with bias ``first_bias`` ``(D,)`` (default 0);
+    ``second``: ``(O, D // g, k_h, k_w)`` without bias. Within group ``j``,
+    ``K[o, c] = sum_d second[o, d] * first[d, c]`` and ``b[o] = sum_{d,h,w} second[o, d, h, w] *
+    first_bias[d]``. Exact when the input of ``second`` is padded with the value the first
+    stage gives on padding, i.e. its bias (DBB's BN-and-pad layer), so that padding the input
+    of the composed conv with zeros is the same. Result dtype: ``fusion_dtype`` of the inputs.
+    """
+    dtype = fusion_dtype(torch.promote_types(first.dtype, second.dtype))
+    first, second = first.to(dtype), second.to(dtype)
+    inner, in_per_group = first.shape[:2]
+    out, inner_per_group, k_h, k_w = second.shape
+    if first.shape[2:] != (1, 1):
+        raise ValueError(f'the first kernel must be 1x1, got shape {tuple(first.shape)}')
+    _check_groups('inner channels of the first kernel', inner, groups)
+    _check_groups('output channels of the second kernel', out, groups)
+    if inner // groups != inner_per_group:
+        raise ValueError(f'kernels do not chain: the first gives {inner} channels '
+                         f'({inner // groups} per group), the second expects {inner_per_group} '
+                         f'per group with groups={groups}')
+    a = first.reshape(groups, inner_per_group, in_per_group)
+    b = second.reshape(groups, out // groups, inner_per_group, k_h, k_w)
+    kernel = torch.einsum('gdc,godhw->gochw', a, b).reshape(out, in_per_group, k_h, k_w)
+    if first_bias is None:
+        bias = torch.zeros(out, dtype=dtype, device=second.device)
+    else:
+        bias = torch.einsum('godhw,gd->go', b, first_bias.to(dtype).reshape(groups, -1))
+        bias = bias.reshape(out)
+    return kernel, bias
+
+
+def compose_kernels(first: Tensor, second: Tensor, groups: int = 1) -> Tensor:
+    """The kernel of two stacked grouped convs: ``conv(conv(x, first, P), second, 0)``.
+
+    ``first``: ``(C1, C // g, k1_h, k1_w)`` (stride 1), ``second``: ``(C2, C1 // g, k2_h, k2_w)``.
+    Returns ``K`` of shape ``(C2, C // g, k1_h + k2_h - 1, k1_w + k2_w - 1)`` with
+    ``conv(x, K, padding=P) == conv(conv(x, first, padding=P), second, padding=0)`` for any
+    ``P`` and any stride of the second conv: ``K[o, c] = sum_d second[o, d] (*) first[d, c]``,
+    ``(*)`` the full 2-D convolution (cross-correlations compose by convolving their kernels).
+    """
+    dtype = torch.promote_types(first.dtype, second.dtype)
+    first, second = first.to(dtype), second.to(dtype)
+    mid, mid_per_group = first.shape[0], second.shape[1]
+    _check_groups('output channels of the first kernel', mid, groups)
+    if mid // groups != mid_per_group:
+        raise ValueError(f'kernels do not chain: the first gives {mid} channels, the second '
+                         f'expects {mid_per_group} per group with groups={groups}')
+    k2_h, k2_w = second.shape[-2:]
+    # correlating the transposed first kernel with the flipped second one = full convolution
+    kernel = nn.functional.conv2d(first.transpose(0, 1), second.flip(-2, -1),
+                                  padding=(k2_h - 1, k2_w - 1), groups=groups)
+    return kernel.transpose(0, 1)
+
+
+def depthwise_separable_kernel(depthwise: Tensor, pointwise: Tensor, in_channels: int,
+                               groups: int = 1) -> Tensor:
+    """One grouped kxk kernel equal to a depthwise conv followed by a grouped 1x1 conv.
+
+    ``depthwise``: ``(C * m, 1, k_h, k_w)``, ``m`` filters per input channel (channel
+    ``c * m + t`` filters input ``c``, as ``nn.Conv2d(C, C * m, k, groups=C)``);
+    ``pointwise``: ``(O, C * m // g, 1, 1)`` with ``g`` groups. Within group ``j``:
+    ``K[o, c] = sum_t pointwise[o, c * m + t] * depthwise[(j * C / g + c) * m + t]``.
+    Returns ``(O, C // g, k_h, k_w)``.
+    """
+    expanded, _, k_h, k_w = depthwise.shape
+    out, expanded_per_group = pointwise.shape[:2]
+    _check_groups('in_channels', in_channels, groups)
+    _check_groups('output channels of the pointwise kernel', out, groups)
+    if depthwise.shape[1] != 1 or pointwise.shape[2:] != (1, 1) or expanded % in_channels:
+        raise ValueError(f'expected a depthwise (C*m, 1, k, k) kernel with C={in_channels} and a '
+                         f'pointwise (O, C*m/g, 1, 1) kernel, got {tuple(depthwise.shape)} and '
+                         f'{tuple(pointwise.shape)}')
+    if expanded != expanded_per_group * groups:
+        raise ValueError(f'the pointwise kernel expects {expanded_per_group * groups} channels '
+                         f'from the depthwise one, which gives {expanded}')
+    dtype = torch.promote_types(depthwise.dtype, pointwise.dtype)
+    multiplier, in_per_group = expanded // in_channels, in_channels // groups
+    dw = depthwise.to(dtype).reshape(groups, in_per_group, multiplier, k_h, k_w)
+    pw = pointwise.to(dtype).reshape(groups, out // groups, in_per_group, multiplier)
+    kernel = torch.einsum('gcthw,goct->gochw', dw, pw)
+    return kernel.reshape(out, in_per_group, k_h, k_w)

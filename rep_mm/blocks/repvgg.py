@@ -21,16 +21,10 @@ from torch.utils import checkpoint as cp
 from ..fusion import KernelBias, fuse_bn, identity_kernel, sum_branches
 from ..reparam import ReparamBlock
 from .conv_bn import ConvBN, build_batch_norm
+from .nonlinear import build_nonlinear
 from .se import SEBlock
 
 SE_POSITIONS = (None, 'pre', 'post')
-
-
-def build_activation(act_cfg: Optional[dict]) -> nn.Module:
-    if act_cfg is None:
-        return nn.Identity()
-    from mmcv.cnn import build_activation_layer
-    return build_activation_layer(dict(act_cfg))
 
 
 class RepVGGBlock(ReparamBlock):
@@ -85,7 +79,7 @@ class RepVGGBlock(ReparamBlock):
         self.with_cp = with_cp
         self.deploy = deploy
 
-        self.nonlinearity = build_activation(act_cfg)
+        self.nonlinearity = build_nonlinear(act_cfg)
         if se_position == 'pre':
             self.se = SEBlock(out_channels, out_channels // se_ratio)
         elif se_position == 'post':

@@ -1,0 +1,231 @@
+"""Diverse Branch Block: kxk, 1x1, 1x1->avg and 1x1->kxk conv-BN branches, one kxk conv at deploy.
+
+Training-time computation (https://arxiv.org/abs/2103.13425), ``x``: ``(N, C_in, H, W)``::
+
+    y = act( BN_o(conv_kxk(x))                                    dbb_origin
+           + BN_1(conv_1x1(x))                                    dbb_1x1 (if groups < C_out)
+           + BN_a(avg_k(BNpad(conv_1x1(x))))                      dbb_avg
+           + BN_2(conv_kxk(BNpad(conv_1x1(x)))) )                 dbb_1x1_kxk
+
+``BNpad`` is a BatchNorm followed by padding with the BN's value at zero input (its shift), so
+the padded map equals the BN of a conv over a zero-padded input: each two-stage branch is a
+composition of linear maps, and (``fusion.py``)::
+
+    origin = fuse_bn(K_o, BN_o);   one = pad(fuse_bn(K_1, BN_1), k)
+    avg    = fuse_bn(*compose_1x1_kxk(fuse_bn(K_a, BN_p), avg_pool_kernel), BN_a)
+    seq    = fuse_bn(*compose_1x1_kxk(fuse_bn(K_1' + I, BN_p'), K_2), BN_2)
+    K, b   = sum_branches(origin, one, avg, seq)
+
+When ``groups == C_out == C_in`` (depthwise) there is no 1x1 branch and the avg branch pools the
+input directly (zero padding counted).
+"""
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..fusion import (KernelBias, avg_pool_kernel, bn_scale_shift, channel_identity,
+                      compose_1x1_kxk, fuse_bn, sum_branches)
+from ..reparam import ReparamBlock
+from .conv_bn import ConvBN, build_batch_norm
+from .nonlinear import Nonlinear, build_nonlinear
+
+
+class IdentityBasedConv1x1(nn.Conv2d):
+    """A grouped 1x1 conv whose kernel is ``weight + I`` (``weight`` starts at zero).
+
+    ``I`` is :func:`rep_mm.fusion.channel_identity`, a non-persistent buffer (the official
+    state_dict holds only ``weight``).
+    """
+
+    def __init__(self, channels: int, groups: int = 1) -> None:
+        super().__init__(channels, channels, 1, groups=groups, bias=False)
+        nn.init.zeros_(self.weight)
+        self.register_buffer('id_tensor', channel_identity(channels, channels // groups),
+                             persistent=False)
+
+    def actual_kernel(self) -> Tensor:
+        return self.weight + self.id_tensor.to(self.weight.dtype)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.actual_kernel(), None, 1, 0, 1, self.groups)
+
+
+class BNAndPadLayer(nn.Module):
+    """BatchNorm, then pad ``pad_pixels`` on every side with the BN's output for a zero input.
+
+    The pad value is the BN's inference ``shift`` (running statistics, detached, as in the
+    original), so in eval mode the output equals BN of a conv applied to a zero-padded input.
+    """
+
+    def __init__(self, pad_pixels: int, num_features: int, norm_cfg: Optional[dict] = None,
+                 affine: bool = True) -> None:
+        super().__init__()
+        bn_cfg = dict(norm_cfg or dict(type='BN'))
+        bn_cfg.setdefault('affine', affine)
+        self.bn = build_batch_norm(bn_cfg, num_features)
+        self.pad_pixels = pad_pixels
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.bn(x)
+        if self.pad_pixels > 0:
+            with torch.no_grad():
+                _, shift = bn_scale_shift(self.bn, out.dtype)
+            out = F.pad(out - shift.view(1, -1, 1, 1), [self.pad_pixels] * 4)
+            out = out + shift.view(1, -1, 1, 1)
+        return out
+
+
+class DiverseBranchBlock(ReparamBlock):
+    """Diverse Branch Block (DBB), official parameter names.
+
+    Keys: ``dbb_origin.{conv,bn}``, ``dbb_1x1.{conv,bn}``, ``dbb_avg.{conv,bn.bn,avgbn}``,
+    ``dbb_1x1_kxk.{idconv1|conv1,bn1.bn,conv2,bn2}``; deploy: ``dbb_reparam`` (with bias).
+
+    Args:
+        in_channels (int): input channels.
+        out_channels (int): output channels.
+        kernel_size (int): odd kernel size ``k``.
+        stride (int): stride of all branches. Default 1.
+        padding (int, optional): must be ``k // 2`` (default) so the branches align.
+        dilation (int): must be 1 (the pooling branch has no dilated form).
+        groups (int): groups of all branches. Default 1.
+        internal_channels_1x1_3x3 (int, optional): channels between the 1x1 and kxk convs of
+            ``dbb_1x1_kxk``; default ``in_channels`` (identity-initialised 1x1) or
+            ``2 * in_channels`` when ``groups == out_channels``.
+        deploy (bool): build the fused conv directly. Default False.
+        nonlinear: activation after the sum (``nn.Module``, act_cfg dict, type name, or None).
+        single_init (bool): start as the origin branch alone (other branch BN weights 0).
+        norm_cfg (dict): BatchNorm config of the branches. Default ``dict(type='BN')``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
+                 padding: Optional[int] = None, dilation: int = 1, groups: int = 1,
+                 internal_channels_1x1_3x3: Optional[int] = None, deploy: bool = False,
+                 nonlinear: Nonlinear = None, single_init: bool = False,
+                 norm_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        padding = kernel_size // 2 if padding is None else padding
+        _check_dbb_args(in_channels, out_channels, kernel_size, padding, dilation, groups)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.groups = dilation, groups
+        self.deploy = deploy
+        self.nonlinear = build_nonlinear(nonlinear)
+        if deploy:
+            self.dbb_reparam = self._make_fused_conv()
+            return
+
+        self.dbb_origin = ConvBN(in_channels, out_channels, kernel_size, stride, padding,
+                                 groups=groups, norm_cfg=norm_cfg)
+        self.dbb_avg = nn.Sequential()
+        # depthwise (groups == C_out == C_in): the original pools the input itself; when the
+        # channels differ pooling the input is impossible and rep_mm keeps the 1x1 path
+        if groups < out_channels or in_channels != out_channels:
+            self.dbb_avg.add_module('conv', nn.Conv2d(in_channels, out_channels, 1, groups=groups,
+                                                      bias=False))
+            self.dbb_avg.add_module('bn', BNAndPadLayer(padding, out_channels, norm_cfg))
+            self.dbb_avg.add_module('avg', nn.AvgPool2d(kernel_size, stride, 0))
+            self.dbb_1x1 = ConvBN(in_channels, out_channels, 1, stride, 0, groups=groups,
+                                  norm_cfg=norm_cfg)
+        else:
+            self.dbb_avg.add_module('avg', nn.AvgPool2d(kernel_size, stride, padding))
+        self.dbb_avg.add_module('avgbn', build_batch_norm(norm_cfg, out_channels))
+
+        internal = internal_channels_1x1_3x3
+        if internal is None:
+            internal = in_channels if groups < out_channels else 2 * in_channels
+        if internal % groups:
+            raise ValueError(f'internal_channels_1x1_3x3 ({internal}) must be divisible by '
+                             f'groups ({groups})')
+        self.dbb_1x1_kxk = nn.Sequential()
+        if internal == in_channels:
+            self.dbb_1x1_kxk.add_module('idconv1', IdentityBasedConv1x1(in_channels, groups))
+        else:
+            self.dbb_1x1_kxk.add_module('conv1', nn.Conv2d(in_channels, internal, 1,
+                                                           groups=groups, bias=False))
+        self.dbb_1x1_kxk.add_module('bn1', BNAndPadLayer(padding, internal, norm_cfg))
+        self.dbb_1x1_kxk.add_module('conv2', nn.Conv2d(internal, out_channels, kernel_size,
+                                                       stride, 0, groups=groups, bias=False))
+        self.dbb_1x1_kxk.add_module('bn2', build_batch_norm(norm_cfg, out_channels))
+        if single_init:
+            self.single_init()
+
+    def _make_fused_conv(self) -> nn.Conv2d:
+        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, self.dilation, self.groups, bias=True)
+
+    @torch.no_grad()
+    def single_init(self) -> None:
+        """Zero the BN weights of every branch but the origin: the block starts as conv-BN."""
+        for bn in (getattr(self, 'dbb_1x1', None) and self.dbb_1x1.bn, self.dbb_avg.avgbn,
+                   self.dbb_1x1_kxk.bn2):
+            if bn is not None and bn.weight is not None:
+                bn.weight.zero_()
+        if self.dbb_origin.bn.weight is not None:
+            self.dbb_origin.bn.weight.fill_(1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.deploy:
+            return self.nonlinear(self.dbb_reparam(x))
+        out = self.dbb_origin(x)
+        if hasattr(self, 'dbb_1x1'):
+            out = out + self.dbb_1x1(x)
+        out = out + self.dbb_avg(x) + self.dbb_1x1_kxk(x)
+        return self.nonlinear(out)
+
+    def equivalent_kernel_bias(self) -> KernelBias:
+        """``(K, b)`` of the fused kxk conv (see the module docstring); differentiable."""
+        if self.deploy:
+            return self.dbb_reparam.weight, self.dbb_reparam.bias
+        weight = self.dbb_origin.conv.weight
+        branches = [self.dbb_origin.fused_kernel_bias()]
+        if hasattr(self, 'dbb_1x1'):
+            branches.append(self.dbb_1x1.fused_kernel_bias())
+        # 1x1 -> avg pool (or avg pool alone when depthwise)
+        pool = avg_pool_kernel(self.out_channels, self.groups, self.kernel_size,
+                               dtype=weight.dtype, device=weight.device)
+        if hasattr(self.dbb_avg, 'conv'):
+            first, first_bias = fuse_bn(self.dbb_avg.conv.weight, self.dbb_avg.bn.bn)
+            pool, pool_bias = compose_1x1_kxk(first, pool, self.groups, first_bias)
+            branches.append(fuse_bn(pool, self.dbb_avg.avgbn, pool_bias))
+        else:
+            branches.append(fuse_bn(pool, self.dbb_avg.avgbn))
+        # 1x1 -> kxk
+        seq = self.dbb_1x1_kxk
+        first = seq.idconv1.actual_kernel() if hasattr(seq, 'idconv1') else seq.conv1.weight
+        first, first_bias = fuse_bn(first, seq.bn1.bn)
+        kernel, bias = compose_1x1_kxk(first, seq.conv2.weight, self.groups, first_bias)
+        branches.append(fuse_bn(kernel, seq.bn2, bias))
+        return sum_branches(branches, self.kernel_size)
+
+    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
+        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
+        fused.weight.copy_(kernel)
+        fused.bias.copy_(bias)
+        fused.train(self.training)
+        for name in ('dbb_origin', 'dbb_1x1', 'dbb_avg', 'dbb_1x1_kxk'):
+            if hasattr(self, name):
+                delattr(self, name)
+        self.dbb_reparam = fused
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_channels}, {self.out_channels}, k={self.kernel_size}, '
+                f's={self.stride}, g={self.groups}, deploy={self.deploy}')
+
+
+def _check_dbb_args(in_channels: int, out_channels: int, kernel_size: int, padding: int,
+                    dilation: int, groups: int) -> None:
+    if kernel_size % 2 == 0 or kernel_size < 1:
+        raise ValueError(f'DiverseBranchBlock needs an odd kernel_size, got {kernel_size}')
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must be '
+                         f'divisible by groups ({groups})')
+    if dilation != 1:
+        raise ValueError(f'DiverseBranchBlock supports only dilation=1 (its average-pooling '
+                         f'branch has no dilated form), got {dilation}')
+    if padding != kernel_size // 2:
+        raise ValueError(f'DiverseBranchBlock needs padding == kernel_size // 2 '
+                         f'(= {kernel_size // 2}) so that its 1x1, pooling and kxk branches align, '
+                         f'got padding={padding}')
