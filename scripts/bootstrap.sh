@@ -16,9 +16,12 @@ cache="${REP_MM_CACHE:-$HOME/.cache/rep_mm}"
 py="${REP_MM_PYTHON:-python3}"
 torch_pins="torch==2.14.1 torchvision==0.29.1"
 mmcv_version="2.1.0"
+# Bump when the install steps below change (the venv key hashes this line, the pins and
+# requirements.txt, not the whole script, so that comments and the rep_mm step do not rebuild it).
+env_revision=2
 
 pyver="$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')"
-key="$( (echo "$torch_pins $mmcv_version $pyver"; cat "$here/requirements.txt" "$here/bootstrap.sh") | sha256sum | cut -c1-12)"
+key="$( (echo "$torch_pins $mmcv_version $pyver $env_revision"; cat "$here/requirements.txt") | sha256sum | cut -c1-12)"
 venv="$cache/venv-$pyver-$key"
 wheels="$cache/wheels"
 log() { echo "[bootstrap] $*" >&2; }
@@ -65,6 +68,10 @@ if [ ! -f "$venv/.complete" ]; then
   log "venv ready"
 fi
 
-# rep_mm itself: editable, no dependency resolution (seconds).
-"$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$repo" >&2
+# rep_mm itself: editable, no dependency resolution (seconds); skipped when the venv already
+# imports rep_mm from this checkout (so parallel runs never see it half-reinstalled).
+installed="$(cd / && "$venv/bin/python" -c 'import importlib.util as u, os; print(os.path.dirname(os.path.dirname(os.path.realpath(u.find_spec("rep_mm").origin))))' 2>/dev/null || true)"
+if [ "$installed" != "$(realpath "$repo")" ] || [ ! -x "$venv/bin/rep-mm" ]; then
+  "$venv/bin/python" -m pip install -q --no-deps --no-build-isolation -e "$repo" >&2
+fi
 echo "$venv/bin/python"

@@ -9,7 +9,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE_DIR = Path(os.environ.get('REP_MM_REFERENCE', REPO_ROOT.parent / 'shared' / 'reference'))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# at most 2 threads (CI's machine); fewer when OMP_NUM_THREADS asks for it (parallel jobs)
+torch.set_num_threads(max(1, min(int(os.environ.get('OMP_NUM_THREADS') or 2), os.cpu_count() or 1)))
 
 
 def reference_path(*parts: str) -> Path:
