@@ -1,0 +1,86 @@
+"""Helpers the demos share: fresh mm Runners, the deploy hook, side-by-side timing, atomic JSON."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import os.path as osp
+import statistics
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+import torch
+from torch import nn
+
+__all__ = ['build_runner', 'set_reparam_hook', 'unwrap_model', 'median_throughput',
+           'count_parameters', 'leftover_training_blocks', 'write_json_atomic']
+
+
+def build_runner(cfg, name: str):
+    from mmengine.runner import Runner
+    cfg = copy.deepcopy(cfg)
+    cfg.experiment_name = name  # distinct loggers / visualizers per Runner in one process
+    return Runner.from_cfg(cfg)
+
+
+def set_reparam_hook(cfg, hook: Optional[dict]) -> None:
+    hooks = [h for h in (cfg.get('custom_hooks') or [])
+             if str(h.get('type', '')).split('.')[-1] != 'ReparameterizeHook']
+    cfg.custom_hooks = hooks + ([hook] if hook else [])
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    from mmengine.model import is_model_wrapper
+    return model.module if is_model_wrapper(model) else model
+
+
+@torch.no_grad()
+def median_throughput(models: Dict[str, nn.Module], inputs: torch.Tensor, repeats: int,
+                      passes: int) -> Dict[str, float]:
+    """Median images/s of each model, timed in alternation on the same ``inputs``."""
+    for model in models.values():
+        model.eval()
+        model(inputs, mode='tensor')  # warm-up
+    rates: Dict[str, List[float]] = {name: [] for name in models}
+    for _ in range(repeats):
+        for name, model in models.items():
+            start = time.perf_counter()
+            for _ in range(passes):
+                model(inputs, mode='tensor')
+            rates[name].append(passes * len(inputs) / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameter elements of ``model``."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def leftover_training_blocks(model: nn.Module) -> Dict[str, int]:
+    """Blocks still in training form, and BatchNorms left in the backbone, after conversion."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    from rep_mm.reparam import ReparamBlock
+    backbone = getattr(model, 'backbone', model)
+    return dict(
+        unconverted_blocks=sum(isinstance(m, ReparamBlock) and not m.deploy
+                               for m in model.modules()),
+        batchnorm_in_backbone=sum(isinstance(m, _BatchNorm) for m in backbone.modules()))
+
+
+def write_json_atomic(obj: dict, path: str) -> None:
+    directory = osp.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
+    try:
+        with os.fdopen(handle, 'w') as stream:
+            json.dump(obj, stream, indent=2, sort_keys=True)
+            stream.write('\n')
+        os.replace(tmp, path)
+    except BaseException:
+        if osp.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+

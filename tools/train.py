@@ -1,0 +1,142 @@
+"""Train a model from an OpenMMLab config (mmpretrain, mmseg, mmdet) with mmengine's Runner.
+
+Usage::
+
+    python tools/train.py CONFIG [--work-dir DIR] [--cfg-options k=v ...] [--resume [CKPT]]
+                          [--launcher none|pytorch]
+
+``--cfg-options data_root=DIR`` also moves every dataloader whose ``data_root`` was the
+config's. Multi-process training: ``bash tools/dist_train.sh CONFIG NPROC [args]``. Without a GPU the
+process group uses gloo, DDP is built with ``device_ids=None`` and mmengine's
+``torch.cuda.set_device`` is avoided (the process group is initialised here, before the Runner).
+Checkpoints read while resuming go through rep_mm's allow-list of the globals a Runner
+checkpoint needs (``weights_only=True`` stays on).
+"""
+import argparse
+import os
+import os.path as osp
+import sys
+
+import torch
+from mmengine.config import Config, DictAction
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a model with mmengine\'s Runner')
+    parser.add_argument('config', help='config file')
+    parser.add_argument('--work-dir', help='where logs and checkpoints go (default: '
+                        'cfg.work_dir, else ./work_dirs/<config name>)')
+    parser.add_argument('--resume', nargs='?', type=str, const='auto', default=None,
+                        help='resume from CKPT, or from the latest checkpoint of the work dir '
+                        'when no path is given')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
+                        help='override config entries, e.g. data_root=data/digits '
+                        'train_cfg.max_epochs=2')
+    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
+                        help='job launcher (pytorch = torchrun)')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
+                        help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if 'LOCAL_RANK' not in os.environ:
+        os.environ['LOCAL_RANK'] = str(args.local_rank)
+    return args
+
+
+def load_config(args) -> Config:
+    """The config with command-line overrides, work dir and launcher applied."""
+    if not osp.isfile(args.config):
+        raise SystemExit(f'error: config {args.config!r} is not a file')
+    cfg = Config.fromfile(args.config)
+    if args.cfg_options:
+        old_root = cfg.get('data_root')
+        cfg.merge_from_dict(args.cfg_options)
+        if 'data_root' in args.cfg_options and old_root is not None:
+            propagate_data_root(cfg, old_root, cfg.data_root)
+    cfg.launcher = args.launcher
+    if args.work_dir is not None:
+        cfg.work_dir = args.work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
+    if getattr(args, 'resume', None) == 'auto':
+        cfg.resume, cfg.load_from = True, None
+    elif getattr(args, 'resume', None):
+        if not osp.isfile(args.resume):
+            raise SystemExit(f'error: --resume checkpoint {args.resume!r} is not a file')
+        cfg.resume, cfg.load_from = True, args.resume
+    return cfg
+
+
+def propagate_data_root(cfg: Config, old_root: str, new_root: str) -> None:
+    """Point every dataloader dataset whose ``data_root`` was ``old_root`` at ``new_root``.
+
+    Configs copy the top-level ``data_root`` into each dataset when they are parsed, so
+    ``--cfg-options data_root=DIR`` alone would change nothing; this makes it move the data.
+    """
+    def visit(node) -> None:
+        if isinstance(node, dict):
+            if node.get('data_root') == old_root:
+                node['data_root'] = new_root
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, (list, tuple)):
+            for value in node:
+                visit(value)
+
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        if cfg.get(key) is not None:
+            visit(cfg[key])
+
+
+def prepare_cpu_distributed(cfg: Config) -> None:
+    """Make a ``launcher='pytorch'`` run work without CUDA (gloo, DDP without devices).
+
+    Initialises the gloo process group from torchrun's environment before the Runner exists,
+    so that mmengine's ``init_dist`` (which calls ``torch.cuda.set_device``) is skipped.
+    """
+    import torch.distributed as dist
+    env_cfg = cfg.setdefault('env_cfg', {})
+    dist_cfg = dict(env_cfg.get('dist_cfg') or {})
+    dist_cfg['backend'] = 'gloo'
+    env_cfg['dist_cfg'] = dist_cfg
+    wrapper = dict(cfg.get('model_wrapper_cfg') or {})
+    wrapper.setdefault('type', 'MMDistributedDataParallel')
+    wrapper['device_ids'] = None
+    cfg.model_wrapper_cfg = wrapper
+    if not dist.is_initialized():
+        missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
+                   if k not in os.environ]
+        if missing:
+            raise SystemExit(f'error: --launcher pytorch needs the torchrun environment; '
+                             f'{missing} not set (start with tools/dist_train.sh or torchrun)')
+        extra = {k: v for k, v in dist_cfg.items() if k not in ('backend',)}
+        dist.init_process_group(backend='gloo', **extra)
+
+
+def build_runner(cfg: Config):
+    """``Runner.from_cfg``, or the config's own ``runner_type`` through the RUNNERS registry."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+    if 'runner_type' in cfg:
+        return RUNNERS.build(cfg)
+    return Runner.from_cfg(cfg)
+
+
+def safe_checkpoint_loading():
+    """Context in which mmengine's ``torch.load`` accepts Runner checkpoints (and no more)."""
+    from rep_mm.checkpoint import runner_allow_list
+    return runner_allow_list()  # nests with rep_mm's own loads (torch's context does not)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    cfg = load_config(args)
+    if args.launcher != 'none' and not torch.cuda.is_available():
+        prepare_cpu_distributed(cfg)
+    runner = build_runner(cfg)
+    with safe_checkpoint_loading():
+        runner.train()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
