@@ -1,0 +1,17 @@
+# PSPNet with a RepMLPNet-T256 backbone
+# on ADE20K, 512x512 crops, 80k iterations (mmseg schedule, not tuned for this backbone).
+_base_ = [
+    '../_base_/models/pspnet_repmlpnet-t256.py',
+    'mmseg::_base_/datasets/ade20k.py',
+    'mmseg::_base_/default_runtime.py',
+    'mmseg::_base_/schedules/schedule_80k.py',
+]
+crop_size = (512, 512)
+data_preprocessor = dict(size=crop_size)
+model = dict(
+    data_preprocessor=data_preprocessor,
+    decode_head=dict(num_classes=150),
+    auxiliary_head=dict(num_classes=150))
+
+# validate a converted copy during training; convert in place before testing
+custom_hooks = [dict(type='rep_mm.ReparameterizeHook')]
