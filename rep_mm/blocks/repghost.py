@@ -1,0 +1,184 @@
+"""RepGhost blocks (https://arxiv.org/abs/2211.06088): ghost module with re-param, bottleneck.
+
+Structural RepGhost module (``x``: ``(N, C_in, H, W)``)::
+
+    x1 = primary_conv(x)                               # 1x1 conv + BN (+ ReLU)
+    y  = act(BN_c(dw(x1; W)) + BN_f(x1))               # cheap op + identity-BN "fusion" branch
+
+Both branches are depthwise and linear in ``x1``, so they fold (``fusion.py``) into one
+depthwise conv ``K = fuse_bn(W, BN_c) + pad(fuse_bn(I, BN_f))`` (``cheap_operation`` in the
+deploy form). :class:`RepGhostBottleneck` is shared by RepGhostNet and RepOpt-GhostNet: its
+ghost modules come from a factory (:class:`RepGhostModule` or ``csla.RepOptGhostModule``).
+"""
+from typing import Callable, Optional
+
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from ..fusion import KernelBias, fuse_bn, identity_kernel, sum_branches
+from ..reparam import ReparamBlock
+from .conv_bn import build_batch_norm
+
+__all__ = ['make_divisible', 'GhostSqueezeExcite', 'RepGhostModule', 'RepGhostBottleneck',
+           'ConvBnAct']
+
+
+def make_divisible(value: float, divisor: int = 4, min_value: Optional[int] = None) -> int:
+    """Round ``value`` to a multiple of ``divisor`` (nearest, never below 90% of ``value``)."""
+    min_value = min_value or divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return rounded
+
+
+class GhostSqueezeExcite(nn.Module):
+    """Squeeze-excite of GhostNet: ``x * hard_sigmoid(expand(relu(reduce(avgpool(x)))))``.
+
+    ``hard_sigmoid(z) = relu6(z + 3) / 6``; the reduced width is
+    ``make_divisible(C * se_ratio, 4)``. Global (adaptive) pooling: any input size works.
+    """
+
+    def __init__(self, channels: int, se_ratio: float = 0.25, divisor: int = 4) -> None:
+        super().__init__()
+        reduced = make_divisible(channels * se_ratio, divisor)
+        self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
+        self.act1 = nn.ReLU(inplace=True)
+        self.conv_expand = nn.Conv2d(reduced, channels, 1, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        gate = self.conv_expand(self.act1(self.conv_reduce(F.adaptive_avg_pool2d(x, 1))))
+        return x * (F.relu6(gate + 3.0) / 6.0)
+
+
+class ConvBnAct(nn.Module):
+    """``act1(bn1(conv(x)))``: the last 1x1 layer of (RepOpt-)GhostNet (official names)."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
+                 stride: int = 1, norm_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
+                              bias=False)
+        self.bn1 = build_batch_norm(norm_cfg, out_channels)
+        self.act1 = nn.ReLU(inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.act1(self.bn1(self.conv(x)))
+
+
+class RepGhostModule(ReparamBlock):
+    """The structural RepGhost module (module docstring), official names.
+
+    ``primary_conv.{0,1}`` (1x1 conv, BN), ``cheap_operation.{0,1}`` (depthwise conv, BN),
+    ``fusion_bn.0`` (identity BN); deploy: ``cheap_operation`` is one depthwise conv with bias.
+
+    Args:
+        in_channels (int): input channels.
+        out_channels (int): output channels (= channels of the primary conv).
+        relu (bool): ReLU after the primary conv and at the end. Default True.
+        dw_size (int): kernel size of the cheap depthwise conv. Default 3.
+        norm_cfg (dict): a BatchNorm config. Default ``dict(type='BN')``.
+        deploy (bool): build the fused form directly. Default False.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, relu: bool = True, dw_size: int = 3,
+                 norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
+        super().__init__()
+        self.out_channels, self.dw_size, self.deploy = out_channels, dw_size, deploy
+        self.primary_conv = nn.Sequential(
+            nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False),
+            build_batch_norm(norm_cfg, out_channels),
+            nn.ReLU(inplace=True) if relu else nn.Sequential())
+        if deploy:
+            self.cheap_operation = self._make_fused_conv()
+        else:
+            self.cheap_operation = nn.Sequential(
+                nn.Conv2d(out_channels, out_channels, dw_size, 1, dw_size // 2,
+                          groups=out_channels, bias=False),
+                build_batch_norm(norm_cfg, out_channels))
+            self.fusion_bn = nn.ModuleList([build_batch_norm(norm_cfg, out_channels)])
+        self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
+
+    def _make_fused_conv(self) -> nn.Conv2d:
+        return nn.Conv2d(self.out_channels, self.out_channels, self.dw_size, 1, self.dw_size // 2,
+                         groups=self.out_channels, bias=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x1 = self.primary_conv(x)
+        out = self.cheap_operation(x1)
+        if not self.deploy:
+            out = out + self.fusion_bn[0](x1)
+        return self.relu(out)
+
+    def equivalent_kernel_bias(self) -> KernelBias:
+        """``(K, b)`` of the fused depthwise conv; differentiable."""
+        if self.deploy:
+            return self.cheap_operation.weight, self.cheap_operation.bias
+        weight = self.cheap_operation[0].weight
+        eye = identity_kernel(self.out_channels, self.out_channels, 1, dtype=weight.dtype,
+                              device=weight.device)
+        return sum_branches([fuse_bn(weight, self.cheap_operation[1]),
+                             fuse_bn(eye, self.fusion_bn[0])], self.dw_size)
+
+    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
+        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
+        fused.weight.copy_(kernel)
+        fused.bias.copy_(bias)
+        del self.fusion_bn
+        self.cheap_operation = fused
+
+
+GhostFactory = Callable[..., nn.Module]  # (in_channels, out_channels, relu=...) -> module
+
+
+class RepGhostBottleneck(nn.Module):
+    """Ghost bottleneck: ``ghost2(SE(dw_s(ghost1(x)))) + shortcut(x)`` (official names).
+
+    ``conv_dw`` / ``bn_dw`` (strided depthwise conv + BN) exist when ``stride > 1``, ``se`` when
+    ``se_ratio > 0``; ``shortcut`` is the identity when shapes allow, else depthwise conv + BN +
+    1x1 conv + BN (``shortcut.{0,1,2,3}``).
+
+    Args:
+        in_channels (int): input channels.
+        mid_channels (int): channels of the expansion (``ghost1`` output).
+        out_channels (int): output channels.
+        dw_kernel_size (int): kernel size of ``conv_dw`` and the shortcut's depthwise conv.
+        stride (int): 1 or 2.
+        se_ratio (float): squeeze-excite ratio, 0 for none.
+        ghost_module (callable): ``(in, out, relu=bool) -> module`` building the ghost modules.
+        norm_cfg (dict): a BatchNorm config.
+    """
+
+    def __init__(self, in_channels: int, mid_channels: int, out_channels: int,
+                 dw_kernel_size: int = 3, stride: int = 1, se_ratio: float = 0.0,
+                 ghost_module: GhostFactory = RepGhostModule,
+                 norm_cfg: Optional[dict] = None) -> None:
+        super().__init__()
+        if stride not in (1, 2):
+            raise ValueError(f'a ghost bottleneck has stride 1 or 2, got {stride}')
+        self.stride = stride
+        padding = (dw_kernel_size - 1) // 2
+        self.ghost1 = ghost_module(in_channels, mid_channels, relu=True)
+        if stride > 1:
+            self.conv_dw = nn.Conv2d(mid_channels, mid_channels, dw_kernel_size, stride, padding,
+                                     groups=mid_channels, bias=False)
+            self.bn_dw = build_batch_norm(norm_cfg, mid_channels)
+        self.se = GhostSqueezeExcite(mid_channels, se_ratio) if se_ratio > 0 else None
+        self.ghost2 = ghost_module(mid_channels, out_channels, relu=False)
+        if in_channels == out_channels and stride == 1:
+            self.shortcut = nn.Sequential()
+        else:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_channels, in_channels, dw_kernel_size, stride, padding,
+                          groups=in_channels, bias=False),
+                build_batch_norm(norm_cfg, in_channels),
+                nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False),
+                build_batch_norm(norm_cfg, out_channels))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = self.ghost1(x)
+        if self.stride > 1:
+            out = self.bn_dw(self.conv_dw(out))
+        if self.se is not None:
+            out = self.se(out)
+        return self.ghost2(out) + self.shortcut(x)

@@ -1,0 +1,128 @@
+"""Extract RepOptimizer scales from a Hyper-Search checkpoint into a scales file for a target.
+
+``rep-mm extract-scales HS_CKPT OUT --config TARGET_CONFIG [--overwrite]``
+(also ``python tools/extract_scales.py ...``):
+
+1. reads the Hyper-Search checkpoint with ``weights_only=True`` (Runner checkpoints through
+   rep_mm's allow-list; a bare state_dict works too) and keeps its trainable scales
+   (``stageK.i.scale_{conv,1x1,identity}.weight`` of RepOpt-VGG,
+   ``blocks.i.j.ghost{1,2}.fusion_scale.weight`` / ``cheap_operation.1.weight`` of
+   RepOpt-GhostNet), without the ``backbone.`` / ``module.`` prefixes;
+2. builds the model of ``TARGET_CONFIG`` (its RepOpt backbone is switched to ``mode='target'``,
+   so the hs config itself may be given) and matches the scales to it BY NAME through
+   :func:`rep_mm.optim.build_handler`: a missing or extra key or a wrong shape is an error that
+   names them, and nothing is written;
+3. writes ``{name: float32 tensor (C_out,)}`` in the target's block order, atomically (temp file
+   + rename), the same layout as the released ``RepOpt-VGG-*-scales.pth``. It never writes over
+   its input checkpoint or config, and replaces an existing ``OUT`` only with ``--overwrite``.
+
+Exit codes: 0 written, 2 bad input (nothing written).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import OrderedDict
+from typing import Dict, List, Optional
+
+import torch
+from torch import Tensor
+
+__all__ = ['extract_scales_file', 'main']
+
+
+def _same_file(a: str, b: str) -> bool:
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
+
+
+def _target_model(config: str):
+    """The model of ``config`` with its RepOpt backbone in target form."""
+    from mmengine.config import Config
+    from mmengine.registry import MODELS, init_default_scope
+
+    if not os.path.isfile(config):
+        raise FileNotFoundError(f'config {config!r} does not exist')
+    cfg = Config.fromfile(config)
+    if 'model' not in cfg:
+        raise ValueError(f'config {config!r} has no `model` field')
+    model_cfg = cfg.model
+    backbone = model_cfg.get('backbone', model_cfg)
+    if 'mode' in backbone or 'RepOpt' in str(backbone.get('type', '')):
+        backbone['mode'] = 'target'
+    if cfg.get('default_scope'):
+        init_default_scope(cfg.default_scope)
+    return MODELS.build(model_cfg)
+
+
+def extract_scales_file(hs_checkpoint: str, out: str, config: str,
+                        overwrite: bool = False, allow_unsafe: bool = False) -> Dict:
+    """Extract, match to the target model of ``config``, write ``out`` (module docstring).
+
+    Returns:
+        dict: ``out``, ``num_scales``, ``num_blocks`` and ``keys`` (the target's names).
+
+    Raises:
+        FileExistsError / IsADirectoryError / ValueError: bad output path (never the input);
+        rep_mm.checkpoint.CheckpointError: unreadable checkpoint;
+        rep_mm.optim.ScalesError: the scales do not fit the target (names them).
+    """
+    from .checkpoint import save_checkpoint_atomic
+    from .optim import build_handler, extract_scales
+
+    for source in (hs_checkpoint, config):
+        if _same_file(out, source):
+            raise ValueError(f'output {out!r} is the same file as the input {source!r}; '
+                             f'write the scales to another path')
+    if os.path.isdir(out):
+        raise IsADirectoryError(f'output {out!r} is a directory; give a file name')
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsError(f'output {out!r} exists; pass --overwrite to replace it')
+    scales = extract_scales(hs_checkpoint, allow_unsafe=allow_unsafe)
+    handler = build_handler(_target_model(config), scales)
+    matched: 'OrderedDict[str, Tensor]' = OrderedDict(
+        (k, v.detach().to('cpu', torch.float32).contiguous().clone())
+        for k, v in handler.scales.items())
+    save_checkpoint_atomic(matched, out, overwrite=overwrite)
+    return dict(out=os.path.abspath(out), num_scales=len(matched),
+                num_blocks=len(handler.blocks), keys=list(matched))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='rep-mm extract-scales',
+        description='Write the scales of a Hyper-Search checkpoint as a scales file matched by '
+                    'name to a target RepOpt model.')
+    parser.add_argument('checkpoint', help='Hyper-Search checkpoint (Runner .pth or state_dict)')
+    parser.add_argument('out', help='the scales file to write')
+    parser.add_argument('--config', required=True,
+                        help='config of the target model (an hs config works too: its RepOpt '
+                             'backbone is switched to mode="target")')
+    parser.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
+    parser.add_argument('--unsafe-load', '--allow-unsafe-checkpoint', dest='unsafe_load',
+                        action='store_true',
+                        help='unpickle the checkpoint fully (weights_only=False): '
+                             'trusted files only')
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .checkpoint import CheckpointError
+    from .optim import ScalesError
+    args = build_parser().parse_args(argv)
+    try:
+        summary = extract_scales_file(args.checkpoint, args.out, args.config, args.overwrite,
+                                      allow_unsafe=args.unsafe_load)
+    except (CheckpointError, ScalesError, FileNotFoundError, FileExistsError, IsADirectoryError,
+            ValueError) as error:
+        print(f'rep-mm extract-scales: error: {error}', file=sys.stderr)
+        return 2
+    print(f"wrote {summary['num_scales']} scales of {summary['num_blocks']} blocks to "
+          f"{summary['out']}")
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
