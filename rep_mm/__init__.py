@@ -9,7 +9,8 @@ __version__ = '0.1.0'
 from . import fusion, registry  # noqa: E402
 from .reparam import (ReparamBlock, ReparamReport, reparameterize,  # noqa: E402
                       verify_equivalence)
-from . import blocks, backbones, heads, hooks, datasets  # noqa: E402,F401
+from . import blocks, backbones, necks, heads, hooks, datasets, models  # noqa: E402,F401
+from . import optim  # noqa: E402,F401
 
 __all__ = ['__version__', 'ReparamBlock', 'ReparamReport', 'reparameterize',
            'verify_equivalence', 'fusion', 'registry']

@@ -72,7 +72,7 @@ def make_runner_checkpoint(work_dir):
 
 def test_runner_checkpoint_loads_with_allow_list_only_during_the_call(tmp_path):
     path, trained = make_runner_checkpoint(tmp_path)
-    globals_before = list(torch.serialization.get_safe_globals())
+    globals_before = set(torch.serialization.get_safe_globals())  # torch keeps a set
     with pytest.raises(Exception, match='(?i)unsupported global|weights_only'):
         torch.load(path, weights_only=True)  # why the allow-list exists
     checkpoint = load_checkpoint_file(path)
@@ -82,7 +82,7 @@ def test_runner_checkpoint_loads_with_allow_list_only_during_the_call(tmp_path):
     assert list(state_dict) == ['linear.weight', 'linear.bias']
     for key, value in trained.items():
         assert torch.equal(state_dict[key], value)
-    assert list(torch.serialization.get_safe_globals()) == globals_before  # nothing leaked
+    assert set(torch.serialization.get_safe_globals()) == globals_before  # nothing leaked
 
 
 class _GetattrOnHistoryBuffer:

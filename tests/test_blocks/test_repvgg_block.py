@@ -3,7 +3,7 @@ import copy
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from torch import nn
 
@@ -35,7 +35,35 @@ block_shapes = dict(
     per_group_out=st.integers(1, 3), kernel_size=st.sampled_from([1, 3, 5]),
     stride=st.integers(1, 2), dilation=st.integers(1, 2), extra_padding=st.integers(0, 1),
     se_position=st.sampled_from([None, 'pre', 'post']), height=st.integers(5, 9),
-    width=st.integers(5, 9))
+    width=st.integers(5, 9), seed=st.integers(0, 2**16))
+
+# The relative error max|train - deploy| / max|train| only measures the fold when the output is
+# not itself a cancellation: with one or two channels, random BN statistics can make the three
+# branches nearly cancel, or the ReLU zero almost everything, so that max|train| is orders of
+# magnitude below the terms that were summed. Then the float32 rounding of the TRAINING-time
+# sum alone is already ~1e-4 of max|train| (measured against float64), and the metric says
+# nothing about the fold. Such draws are skipped (about 1 in 5 of 1x1 single-channel blocks,
+# almost never with more channels); the threshold is on the data, not on the tolerance.
+MIN_OUTPUT_TO_TERMS = 0.01
+
+
+def output_to_terms_ratio(block: RepVGGBlock, x: torch.Tensor, output: torch.Tensor) -> float:
+    """``max|output| / max(sum of |branch outputs|)`` of a training-form block (eval mode)."""
+    with torch.no_grad():
+        terms = [branch(x).abs() for branch in (block.rbr_dense, block.rbr_1x1,
+                                                 block.rbr_identity) if branch is not None]
+        magnitude = torch.stack(terms).sum(0).max()
+    return (output.abs().max() / magnitude).item()
+
+
+def assert_converts_exactly_when_conditioned(block: RepVGGBlock, x: torch.Tensor,
+                                             tolerance: float) -> None:
+    randomize_bn_statistics(block, seed=x.numel())
+    block.eval()
+    with torch.no_grad():
+        output = block(x)
+    assume(output_to_terms_ratio(block, x, output) >= MIN_OUTPUT_TO_TERMS)
+    assert_converts_exactly(block, x, tolerance)
 
 
 def _build(groups, per_group_in, per_group_out, kernel_size, stride, dilation, extra_padding,
@@ -49,18 +77,35 @@ def _build(groups, per_group_in, per_group_out, kernel_size, stride, dilation, e
 
 @settings(max_examples=60, deadline=None)
 @given(**block_shapes)
-def test_float32_conversion_is_exact(height, width, **shape):
+def test_float32_conversion_is_exact(height, width, seed, **shape):
     block = _build(dtype=torch.float32, **shape)
-    x = torch.randn(2, block.in_channels, height, width)
-    assert_converts_exactly(block, x, 1e-5)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, block.in_channels, height, width, generator=generator)
+    assert_converts_exactly_when_conditioned(block, x, 1e-5)
 
 
 @settings(max_examples=40, deadline=None)
 @given(**block_shapes)
-def test_float64_conversion_is_exact(height, width, **shape):
+def test_float64_conversion_is_exact(height, width, seed, **shape):
     block = _build(dtype=torch.float64, **shape)
-    x = torch.randn(2, block.in_channels, height, width, dtype=torch.float64)
-    assert_converts_exactly(block, x, 1e-10)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(2, block.in_channels, height, width, dtype=torch.float64,
+                    generator=generator)
+    assert_converts_exactly_when_conditioned(block, x, 1e-10)
+
+
+def test_ill_conditioned_draws_are_a_property_of_the_training_form():
+    """The draw that once failed: its training-form float32 output is itself off by ~1e-4."""
+    torch.manual_seed(2504)
+    block = RepVGGBlock(1, 1, 1, padding=0, se_ratio=1)
+    x = torch.randn(2, 1, 5, 5)
+    randomize_bn_statistics(block, seed=x.numel())
+    block.eval()
+    with torch.no_grad():
+        output = block(x)
+        truth = copy.deepcopy(block).double()(x.double())
+    assert output_to_terms_ratio(block, x, output) < MIN_OUTPUT_TO_TERMS
+    assert relative_error(truth, output) > 1e-5  # no fold involved: the sum itself cancels
 
 
 def test_identity_branch_exists_only_when_shapes_allow_it():
