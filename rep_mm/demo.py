@@ -14,8 +14,10 @@
 5. saves the converted checkpoint atomically, reloads it strictly into a ``deploy=True`` model,
    prints a table and writes ``summary.json``;
 6. then the segmentation part (:mod:`rep_mm.demo_seg`): PSPNet with a RepVGG backbone learns
-   generated digit scenes, is tested in both forms, writes ``summary_seg.json``.
-   ``--parts cls`` or ``--parts seg`` runs one part only.
+   generated digit scenes, is tested in both forms, writes ``summary_seg.json``;
+7. then the RepOptimizer part (:mod:`rep_mm.demo_repopt`): a Hyper-Search run, its scales
+   extracted, a plain RepOpt-VGG trained with RepOptSGD from them (``repopt_summary.json``).
+   ``--parts cls,seg`` (etc.) runs a subset.
 
 The exit status is 0 when, in every part run, the two accuracies are identical, no block is left unconverted, the
 reloaded checkpoint reproduces the converted model and (full run) top-1 >= 90%.
@@ -37,7 +39,8 @@ from rep_mm.demo_utils import (build_runner, count_parameters, leftover_training
                                median_throughput, set_reparam_hook, unwrap_model,
                                write_json_atomic)
 
-__all__ = ['run_classification_demo', 'main', 'DEFAULT_CONFIG', 'TARGET_TOP1']
+__all__ = ['run_classification_demo', 'digits_demo_config', 'main', 'DEFAULT_CONFIG',
+           'TARGET_TOP1']
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / 'configs' / 'repvgg' / 'repvgg-tiny_1xb32_digits.py'
@@ -56,7 +59,8 @@ def _spread(total: int, count: int) -> List[int]:
     return [i * total // count for i in range(count)]
 
 
-def _demo_config(config: Path, data_root: str, work_dir: str, quick: bool, counts: dict):
+def digits_demo_config(config: Path, data_root: str, work_dir: str, quick: bool,
+                       counts: dict):
     """The digits config pointed at ``data_root`` (and shrunk for ``quick``)."""
     from mmengine.config import Config
     cfg = Config.fromfile(str(config))
@@ -129,7 +133,7 @@ def run_classification_demo(work_dir: str, quick: bool = False, data_dir: Option
     started = time.perf_counter()
     digits = prepare_digits(data_dir, size=32, seed=0)
 
-    cfg = _demo_config(Path(config), data_dir, osp.join(work_dir, 'train'), quick,
+    cfg = digits_demo_config(Path(config), data_dir, osp.join(work_dir, 'train'), quick,
                        digits['counts'])
     train_runner = build_runner(cfg, 'demo_train')
     train_started = time.perf_counter()
@@ -215,7 +219,7 @@ def format_table(summary: dict) -> str:
     return '\n'.join(lines)
 
 
-PARTS = ('cls', 'seg')
+PARTS = ('cls', 'seg', 'repopt')
 
 
 def _classification_failure(summary: dict, quick: bool) -> str:
@@ -242,7 +246,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='mmpretrain config to train (default: the digits RepVGG config)')
     parser.add_argument('--parts', default=','.join(PARTS),
                         help='comma-separated parts to run: cls (RepVGG classification on digits), '
-                        'seg (PSPNet-RepVGG on digit scenes; rep_mm.demo_seg). Default: cls,seg')
+                        'seg (PSPNet-RepVGG on digit scenes; rep_mm.demo_seg), repopt (Hyper-Search '
+                        '-> scales -> RepOpt-VGG with RepOptSGD; rep_mm.demo_repopt). '
+                        'Default: all three')
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(',') if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
@@ -269,6 +275,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if not seg_summary['ok']:
             failures.append('segmentation: mIoU of the two forms differ, blocks left unconverted '
                             f"or mIoU below {seg_summary['target_miou']}")
+    if 'repopt' in parts:
+        from rep_mm import demo_repopt
+        repopt_summary = demo_repopt.run_repopt_demo(work_dir, quick=args.quick,
+                                                     data_dir=args.data_dir)
+        path = osp.join(work_dir, demo_repopt.SUMMARY_NAME)
+        write_json_atomic(repopt_summary, path)
+        print('\n' + demo_repopt.format_repopt_table(repopt_summary))
+        print(f'summary: {path}')
+        if not repopt_summary['ok']:
+            failures.append('repopt: the target model did not train with RepOptSGD grad mults on '
+                            'every block')
     for failure in failures:
         print('DEMO FAILED: ' + failure, file=sys.stderr)
     return 1 if failures else 0

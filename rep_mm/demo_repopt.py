@@ -69,14 +69,14 @@ def run_repopt_demo(work_dir: str, quick: bool = False, data_dir: Optional[str] 
         ``scales_file``, ``num_scales``, ``scale_statistics``, checkpoints, timings, ``ok``.
     """
     from rep_mm.datasets import prepare_digits
-    from rep_mm.demo import _demo_config
+    from rep_mm.demo import digits_demo_config
     from rep_mm.extract_scales import extract_scales_file
     work_dir = osp.abspath(work_dir)
     data_dir = osp.abspath(data_dir or osp.join(work_dir, 'data', 'digits'))
     started = time.perf_counter()
     digits = prepare_digits(data_dir, size=32, seed=0)
 
-    hs_cfg = _demo_config(HS_CONFIG, data_dir, osp.join(work_dir, 'hs'), quick, digits['counts'])
+    hs_cfg = digits_demo_config(HS_CONFIG, data_dir, osp.join(work_dir, 'hs'), quick, digits['counts'])
     hs = _train_and_validate(hs_cfg, 'repopt_hs')
     del hs['runner']
 
@@ -84,7 +84,7 @@ def run_repopt_demo(work_dir: str, quick: bool = False, data_dir: Optional[str] 
     extracted = extract_scales_file(hs['checkpoint'], scales_file, str(TARGET_CONFIG),
                                     overwrite=True)
 
-    target_cfg = _demo_config(TARGET_CONFIG, data_dir, osp.join(work_dir, 'target'), quick,
+    target_cfg = digits_demo_config(TARGET_CONFIG, data_dir, osp.join(work_dir, 'target'), quick,
                               digits['counts'])
     target_cfg.optim_wrapper.scales = scales_file
     target = _train_and_validate(target_cfg, 'repopt_target')

@@ -51,6 +51,9 @@ def test_quick_demo(tmp_path, capsys):
     seg = json.loads((tmp_path / 'summary_seg.json').read_text())
     assert seg['quick'] is True and seg['miou_identical'] is True and seg['ok'] is True
     assert 'PSPNet-RepVGG' in out
+    repopt = json.loads((tmp_path / 'repopt_summary.json').read_text())
+    assert repopt['quick'] is True and repopt['ok'] is True
+    assert repopt['target_optimizer'] == 'RepOptSGD' and 'RepOpt-VGG (target' in out
     # the training checkpoint the hook let through is in training form
     train_state = load_checkpoint_file(summary['train_checkpoint'])['state_dict']
     assert any('rbr_dense' in k for k in train_state)
@@ -80,7 +83,7 @@ def test_unknown_part_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
         demo.main(['--work-dir', str(tmp_path), '--parts', 'cls,detection'])
     assert error.value.code == 2
-    assert "unknown part(s) ['detection']; allowed: cls, seg" in capsys.readouterr().err
+    assert "unknown part(s) ['detection']; allowed: cls, seg, repopt" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
 
 
