@@ -19,16 +19,34 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS_DIR, write_json  # noqa: E402
 
 from rep_mm import reparameterize  # noqa: E402
-from rep_mm.backbones import RepMLPNet, RepVGG, RepVGGplus  # noqa: E402
+from rep_mm.backbones import (OREPARepVGG, RepGhostNet, RepMLPNet, RepOptGhostNet,  # noqa: E402
+                              RepOptVGG, RepVGG, RepVGGplus, ReparamResNet)
 from rep_mm.testing import randomize_bn_statistics  # noqa: E402
 
 
+def _builder(cls, arch, **kwargs):
+    return lambda: cls(arch, **kwargs)
+
+
 def zoo(quick: bool):
-    entries = [('RepVGG', a, RepVGG, 32) for a in RepVGG.arch_settings]
-    entries += [('RepVGGplus', a, RepVGGplus, 32) for a in RepVGGplus.arch_settings]
-    entries += [('RepMLPNet', a, RepMLPNet, None) for a in RepMLPNet.arch_settings]
+    """``(family, arch label, builder, input size or None)`` of every shipped arch."""
+    entries = [('RepVGG', a, _builder(RepVGG, a), 32) for a in RepVGG.arch_settings]
+    entries += [('RepVGGplus', a, _builder(RepVGGplus, a), 32) for a in RepVGGplus.arch_settings]
+    entries += [('RepMLPNet', a, _builder(RepMLPNet, a), None) for a in RepMLPNet.arch_settings]
+    entries += [('OREPA-RepVGG', a, _builder(OREPARepVGG, a), 32)
+                for a in OREPARepVGG.arch_settings]
+    entries += [('RepOpt-VGG', f'{a} (target)', _builder(RepOptVGG, a, mode='target'), 32)
+                for a in RepOptVGG.arch_settings]
+    entries += [('RepOpt-VGG', f'{a} (hs)', _builder(RepOptVGG, a, mode='hs'), 32)
+                for a in ('B1', )]
+    entries += [('RepGhostNet', '0.5x', _builder(RepGhostNet, '0.5x'), 32),
+                ('RepOpt-GhostNet', '0.5x (target)', _builder(RepOptGhostNet, '0.5x'), 32),
+                ('RepOpt-GhostNet', '0.5x (hs)', _builder(RepOptGhostNet, '0.5x', mode='hs'), 32)]
+    entries += [(f'{conv.upper()}-ResNet', depth.replace('resnet', 'R'),
+                 _builder(ReparamResNet, depth, conv_type=conv, out_indices=(3, )), 32)
+                for conv in ('acb', 'dbb', 'orepa') for depth in ('resnet18', 'resnet50')]
     if quick:
-        entries = [e for e in entries if e[1] in ('A0', 'T224')]
+        entries = [e for e in entries if e[1] in ('A0', 'T224', '0.5x')]
     return entries
 
 
@@ -36,8 +54,8 @@ def count(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def measure(family, arch, cls, size):
-    model = randomize_bn_statistics(cls(arch), seed=0).eval()
+def measure(family, arch, build, size):
+    model = randomize_bn_statistics(build(), seed=0).eval()
     width = model.out_channels[-1]
     head_params = width * 1000 + 1000
     if size is None:
@@ -92,13 +110,13 @@ def plot(rows, path: Path) -> None:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--quick', action='store_true', help='two archs only (for tests)')
+    parser.add_argument('--quick', action='store_true', help='four small archs only (for tests)')
     parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     rows = []
-    for family, arch, cls, size in zoo(args.quick):
-        rows.append(measure(family, arch, cls, size))
+    for family, arch, build, size in zoo(args.quick):
+        rows.append(measure(family, arch, build, size))
         print(f"{family}-{arch}: fp32 rel {rows[-1]['fp32_max_rel']:.2e}, "
               f"fp64 rel {rows[-1]['fp64_max_rel']:.2e}", flush=True)
     name = 'model_zoo_quick' if args.quick else 'model_zoo'

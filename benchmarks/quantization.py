@@ -54,9 +54,9 @@ class PlainClassifier(nn.Module):
 
 
 def train_repvgg(work_dir: str, data_dir: str, quick: bool, counts: Dict) -> Dict:
-    from rep_mm.demo import _demo_config
+    from rep_mm.demo import digits_demo_config
     from rep_mm.demo_repopt import _train_and_validate
-    cfg = _demo_config(REPVGG_CONFIG, data_dir, work_dir, quick, counts)
+    cfg = digits_demo_config(REPVGG_CONFIG, data_dir, work_dir, quick, counts)
     result = _train_and_validate(cfg, 'quant_repvgg')
     del result['runner']
     return dict(result, config=str(REPVGG_CONFIG))

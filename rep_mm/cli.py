@@ -7,6 +7,8 @@ Subcommands::
     rep-mm verify CONFIG CKPT [--deploy-checkpoint D] [--shape ...] [--tolerance 1e-5]
     rep-mm verify --arch RepVGG-A0 IN [--deploy-checkpoint D]
     rep-mm demo ...                                  # forwarded to rep_mm.demo.main
+    rep-mm extract-scales HS_CKPT OUT --config CFG   # forwarded to rep_mm.extract_scales.main
+    rep-mm export CONFIG [CKPT] --work-dir DIR ...   # forwarded to rep_mm.deploy.main (ONNX)
 
 Exit codes: 0 success, 1 verification failed (nothing written), 2 bad input (nothing written).
 """
@@ -152,8 +154,8 @@ def parse_shape(tokens: Sequence[str]) -> Tuple[int, ...]:
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--arch', help=f'official arch instead of a config: {{RepVGG-A0, ..., '
-                                       f'RepVGG-D2se, RepVGGplus-L2pse}}')
+    parser.add_argument('--arch', help='official arch instead of a config: RepVGG-A0, ..., '
+                                       'RepVGG-D2se, RepVGGplus-L2pse')
     parser.add_argument('--shape', nargs='+', default=['x'.join(map(str, DEFAULT_SHAPE))],
                         help='random input for the check: N C H W, NxCxHxW, H W or one size '
                              '(default 1x3x224x224)')
@@ -164,7 +166,8 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--target', choices=('model', 'backbone'), default='model',
                         help='with a config: load the whole model (default) or only its backbone')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random input')
-    parser.add_argument('--unsafe-load', action='store_true',
+    parser.add_argument('--unsafe-load', '--allow-unsafe-checkpoint', dest='unsafe_load',
+                        action='store_true',
                         help='unpickle checkpoints fully (weights_only=False): trusted files only')
 
 
@@ -172,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     from . import __version__
     parser = argparse.ArgumentParser(prog='rep-mm', description=__doc__.split('\n')[0])
     parser.add_argument('--version', action='version', version=f'rep_mm {__version__}')
-    commands = parser.add_subparsers(dest='command', metavar='{convert,verify,demo}')
+    commands = parser.add_subparsers(dest='command', metavar='COMMAND')
     convert = commands.add_parser(
         'convert', help='fold a training-form checkpoint into a deploy-form one',
         description='CONFIG CKPT OUT, or --arch NAME IN OUT for official releases.')
@@ -187,6 +190,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help='a converted checkpoint to compare with CKPT instead of converting')
     _common_arguments(verify)
     commands.add_parser('demo', help='run the demo (arguments go to rep_mm.demo)', add_help=False)
+    commands.add_parser('export', add_help=False,
+                        help='ONNX through mmdeploy, checked in onnxruntime (rep_mm.deploy)')
+    commands.add_parser('extract-scales', add_help=False,
+                        help='scales file from a Hyper-Search checkpoint (rep_mm.extract_scales)')
+    commands.add_parser('data', add_help=False,
+                        help='write a bundled data set as image folders: data {digits,digit-scenes} '
+                        'OUT [options] (see rep-mm data digits --help)')
     return parser
 
 
@@ -337,6 +347,25 @@ def run_verify(args: argparse.Namespace) -> int:
     return EXIT_OK if passed else EXIT_FAILED
 
 
+DATASET_MODULES = {'digits': 'rep_mm.datasets.digits', 'digit-scenes': 'rep_mm.datasets.digit_scenes'}
+
+
+def run_data(argv: List[str]) -> int:
+    """``rep-mm data NAME ...``: the command line of the data set's module."""
+    import importlib
+    if not argv or argv[0] not in DATASET_MODULES:
+        given = repr(argv[0]) if argv else 'none'
+        raise UsageError(f"data: unknown data set {given}; allowed: {', '.join(DATASET_MODULES)}")
+    module = importlib.import_module(DATASET_MODULES[argv[0]])
+    try:
+        return int(module.main(argv[1:]) or 0)
+    except SystemExit as exit_:  # argparse errors and --help of the module
+        return int(exit_.code or 0)
+
+
+COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {}  # filled below the definitions
+
+
 def run_demo(argv: List[str]) -> int:
     try:
         from .demo import main as demo_main
@@ -355,6 +384,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         if command == 'demo':
             return run_demo(argv[1:])
+        if command == 'extract-scales':
+            from .extract_scales import main as extract_scales_main
+            return extract_scales_main(argv[1:])
+        if command == 'data':
+            return run_data(argv[1:])
+        if command == 'export':
+            from .deploy import main as export_main
+            return export_main(argv[1:])
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
@@ -363,14 +400,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.command is None:
             parser.print_help()
             return EXIT_BAD_INPUT
-        runner: Callable[[argparse.Namespace], int] = (
-            run_convert if args.command == 'convert' else run_verify)
-        return runner(args)
+        return COMMANDS[args.command](args)
     except (UsageError, CheckpointError, FileNotFoundError, FileExistsError,
-            IsADirectoryError, KeyError) as error:
+            IsADirectoryError, KeyError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f'rep-mm {command}: error: {message}', file=sys.stderr)
         return EXIT_BAD_INPUT
+
+
+COMMANDS.update(convert=run_convert, verify=run_verify)
 
 
 if __name__ == '__main__':
