@@ -10,6 +10,7 @@ not find its place is reported.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -17,13 +18,14 @@ import tempfile
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ['CheckpointError', 'LoadReport', 'load_checkpoint_file', 'extract_state_dict',
-           'detect_kind', 'mmpretrain_to_official', 'load_weights', 'save_checkpoint_atomic']
+__all__ = ['CheckpointError', 'LoadReport', 'load_checkpoint_file', 'runner_allow_list',
+           'extract_state_dict', 'detect_kind', 'mmpretrain_to_official', 'load_weights',
+           'save_checkpoint_atomic']
 
 KINDS = ('auto', 'official', 'mmpretrain', 'rep_mm')
 TARGETS = ('auto', 'backbone', 'model')
@@ -102,6 +104,27 @@ def runner_safe_globals() -> List[Any]:
     return allowed
 
 
+@contextlib.contextmanager
+def runner_allow_list() -> Iterator[None]:
+    """Allow exactly :func:`runner_safe_globals` in ``torch.load(weights_only=True)`` meanwhile.
+
+    Unlike ``torch.serialization.safe_globals``, this nests: torch's context removes its
+    entries on exit even when an enclosing context had added the same ones, so a checkpoint
+    (or scales file) read inside ``tools/train.py``'s context would switch the allow-list off
+    for the Runner's own resume. Here only the entries this context added are removed.
+    """
+    present = torch.serialization.get_safe_globals()
+    added = [item for item in runner_safe_globals() if item not in present]
+    torch.serialization.add_safe_globals(added)
+    try:
+        yield
+    finally:
+        remaining = [item for item in torch.serialization.get_safe_globals()
+                     if item not in added]
+        torch.serialization.clear_safe_globals()
+        torch.serialization.add_safe_globals(remaining)
+
+
 def load_checkpoint_file(path: Union[str, os.PathLike], allow_unsafe: bool = False) -> Any:
     """Read a checkpoint file on the CPU with ``weights_only=True`` (or fully, if told to).
 
@@ -126,7 +149,7 @@ def load_checkpoint_file(path: Union[str, os.PathLike], allow_unsafe: bool = Fal
     try:
         if allow_unsafe:
             return torch.load(path, map_location='cpu', weights_only=False)
-        with torch.serialization.safe_globals(runner_safe_globals()):
+        with runner_allow_list():
             return torch.load(path, map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as error:
         text = str(error)

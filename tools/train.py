@@ -87,13 +87,49 @@ def propagate_data_root(cfg: Config, old_root: str, new_root: str) -> None:
             visit(cfg[key])
 
 
+SYNC_BN_TYPES = ('SyncBN', 'TorchSyncBN', 'MMSyncBN', 'SyncBatchNorm')
+
+
+def replace_sync_bn(cfg: Config) -> list:
+    """Turn SyncBN norm configs (and ``cfg.sync_bn``) into BN: SyncBN cannot run on the CPU.
+
+    ``torch.nn.SyncBatchNorm`` raises "expected input tensor to be on GPU" on its first
+    training forward in a CPU process group. As mmengine does for single-process runs, fall
+    back to BN, whose batch statistics are then per process. Returns what was changed.
+    """
+    changed = []
+
+    def visit(node, path):
+        if isinstance(node, dict):
+            if str(node.get('type', '')).split('.')[-1] in SYNC_BN_TYPES:
+                changed.append(f'{path}.type={node["type"]!r}')
+                node['type'] = 'BN'
+            for key, value in node.items():
+                visit(value, f'{path}.{key}')
+        elif isinstance(node, (list, tuple)):
+            for i, value in enumerate(node):
+                visit(value, f'{path}[{i}]')
+
+    visit(cfg.get('model'), 'model')
+    if cfg.get('sync_bn'):
+        changed.append(f'sync_bn={cfg.sync_bn!r}')
+        cfg.sync_bn = None
+    return changed
+
+
 def prepare_cpu_distributed(cfg: Config) -> None:
     """Make a ``launcher='pytorch'`` run work without CUDA (gloo, DDP without devices).
 
     Initialises the gloo process group from torchrun's environment before the Runner exists,
     so that mmengine's ``init_dist`` (which calls ``torch.cuda.set_device``) is skipped.
+    SyncBN layers are replaced by BN (:func:`replace_sync_bn`), with a warning.
     """
     import torch.distributed as dist
+    changed = replace_sync_bn(cfg)
+    if changed and os.environ.get('RANK', '0') == '0':
+        print(f'warning: SyncBN does not run on the CPU; using BN with per-process batch '
+              f'statistics instead ({", ".join(changed[:4])}'
+              f'{" ..." if len(changed) > 4 else ""})', file=sys.stderr)
     env_cfg = cfg.setdefault('env_cfg', {})
     dist_cfg = dict(env_cfg.get('dist_cfg') or {})
     dist_cfg['backend'] = 'gloo'
@@ -132,6 +168,10 @@ def main(argv=None) -> int:
     cfg = load_config(args)
     if args.launcher != 'none' and not torch.cuda.is_available():
         prepare_cpu_distributed(cfg)
+    elif not torch.cuda.is_available():
+        # one CPU process: mmengine would revert SyncBN to BN anyway; building BN directly
+        # keeps the initialisation identical to the same config run with N CPU processes
+        replace_sync_bn(cfg)
     runner = build_runner(cfg)
     with safe_checkpoint_loading():
         runner.train()

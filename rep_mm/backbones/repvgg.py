@@ -87,6 +87,11 @@ class RepVGG(ReparamBackbone):
         for key, length in (('num_blocks', 4), ('width_factor', 4)):
             if len(arch[key]) != length:
                 raise ValueError(f'arch[{key!r}] must have {length} entries, got {arch[key]}')
+        if not all(isinstance(n, int) and n >= 1 for n in arch['num_blocks']) or \
+                not all(w > 0 for w in arch['width_factor']):
+            raise ValueError(f"arch['num_blocks'] must be positive ints and arch['width_factor'] "
+                             f"positive numbers; got num_blocks={list(arch['num_blocks'])}, "
+                             f"width_factor={list(arch['width_factor'])}")
         if len(strides) != 5 or len(dilations) != 5 or len(base_channels) != 4:
             raise ValueError(f'strides and dilations need 5 entries (stem + 4 stages) and '
                              f'base_channels 4; got strides={tuple(strides)}, '

@@ -6,7 +6,7 @@ official model also owns three auxiliary classifiers (``stage1_aux``, ``stage2_a
 ``stage3_first_aux``) and ``linear``: in rep_mm they belong to the classification head
 (:class:`rep_mm.heads.RepVGGplusClsHead`), which consumes the features this backbone returns.
 """
-from typing import Optional, Sequence, Tuple
+from typing import Optional, Sequence
 
 from torch import Tensor, nn
 from torch.utils import checkpoint as cp

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..fusion import (KernelBias, avg_pool_kernel, bn_scale_shift, channel_identity,
-                      compose_1x1_kxk, fuse_bn, sum_branches)
+                      compose_1x1_kxk, fuse_bn, fusion_dtype, sum_branches)
 from ..reparam import ReparamBlock
 from .conv_bn import ConvBN, build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
@@ -45,8 +45,10 @@ class IdentityBasedConv1x1(nn.Conv2d):
         self.register_buffer('id_tensor', channel_identity(channels, channels // groups),
                              persistent=False)
 
-    def actual_kernel(self) -> Tensor:
-        return self.weight + self.id_tensor.to(self.weight.dtype)
+    def actual_kernel(self, dtype: Optional[torch.dtype] = None) -> Tensor:
+        """``weight + I`` in ``dtype`` (default: the weight's; folding asks for fp32+)."""
+        dtype = dtype or self.weight.dtype
+        return self.weight.to(dtype) + self.id_tensor.to(dtype)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.conv2d(x, self.actual_kernel(), None, 1, 0, 1, self.groups)
@@ -184,8 +186,9 @@ class DiverseBranchBlock(ReparamBlock):
         if hasattr(self, 'dbb_1x1'):
             branches.append(self.dbb_1x1.fused_kernel_bias())
         # 1x1 -> avg pool (or avg pool alone when depthwise)
+        # built in the fusion dtype: 1 / k^2 is not exact in fp16 / bf16
         pool = avg_pool_kernel(self.out_channels, self.groups, self.kernel_size,
-                               dtype=weight.dtype, device=weight.device)
+                               dtype=fusion_dtype(weight.dtype), device=weight.device)
         if hasattr(self.dbb_avg, 'conv'):
             first, first_bias = fuse_bn(self.dbb_avg.conv.weight, self.dbb_avg.bn.bn)
             pool, pool_bias = compose_1x1_kxk(first, pool, self.groups, first_bias)
@@ -194,7 +197,8 @@ class DiverseBranchBlock(ReparamBlock):
             branches.append(fuse_bn(pool, self.dbb_avg.avgbn))
         # 1x1 -> kxk
         seq = self.dbb_1x1_kxk
-        first = seq.idconv1.actual_kernel() if hasattr(seq, 'idconv1') else seq.conv1.weight
+        first = seq.idconv1.actual_kernel(fusion_dtype(weight.dtype)) \
+            if hasattr(seq, 'idconv1') else seq.conv1.weight
         first, first_bias = fuse_bn(first, seq.bn1.bn)
         kernel, bias = compose_1x1_kxk(first, seq.conv2.weight, self.groups, first_bias)
         branches.append(fuse_bn(kernel, seq.bn2, bias))

@@ -63,6 +63,10 @@ class RepVGGBlock(ReparamBlock):
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f'kernel_size must be odd, got {kernel_size}')
+        if in_channels < 1 or out_channels < 1:
+            raise ValueError(f'RepVGGBlock needs at least 1 input and 1 output channel, got '
+                             f'in_channels={in_channels}, out_channels={out_channels} (a '
+                             f'width_factor too small for the base channels?)')
         if in_channels % groups or out_channels % groups:
             raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must '
                              f'be divisible by groups ({groups})')

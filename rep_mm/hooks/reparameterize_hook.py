@@ -71,7 +71,7 @@ class ReparameterizeHook(Hook):
             of each validation / test loop and log the errors. Default True.
         tolerance (float, optional): largest accepted relative error
             ``max |a - b| / max |a|``; default by parameter dtype: 1e-5 (float32),
-            1e-10 (float64), 1e-2 (float16 / bfloat16).
+            1e-10 (float64), 1e-2 (float16), 5e-2 (bfloat16).
         raise_on_failure (bool): raise ``RuntimeError`` when the verification fails instead
             of logging a warning. Default False.
 
