@@ -4,13 +4,11 @@ A stem block ``stage0`` followed by four stages ``stage1..stage4`` of :class:`Re
 (``nn.Sequential``; the first block of a stage strides). Names follow the official code so the
 released checkpoints load with ``strict=True``.
 """
-from typing import Dict, Optional, Sequence, Tuple
-
-from torch import nn
+from typing import Dict, Optional, Sequence
 
 from ..blocks import RepVGGBlock
 from ..registry import MODELS
-from .base import ReparamBackbone, validate_arch
+from .base import VGGLayoutBackbone, check_vgg_layout, validate_arch
 
 # the official "groupwise" layers of B1g2 / B1g4 / ...: every even layer index of stages 1-4
 _GROUPWISE_LAYERS = tuple(range(2, 27, 2))
@@ -27,7 +25,7 @@ _A, _B, _D = (2, 4, 14, 1), (4, 6, 16, 1), (8, 14, 24, 1)
 
 
 @MODELS.register_module()
-class RepVGG(ReparamBackbone):
+class RepVGG(VGGLayoutBackbone):
     """RepVGG: a plain VGG-style network at inference, multi-branch in training.
 
     Args:
@@ -47,7 +45,7 @@ class RepVGG(ReparamBackbone):
         frozen_stages (int): freeze the stem and this many stages; -1 freezes nothing.
         norm_eval (bool): keep BatchNorms in eval mode while training. Default False.
         norm_cfg (dict): branch norms (BN, SyncBN, ...). Default ``dict(type='BN')``.
-        act_cfg (dict): activation. Default ``dict(type='ReLU')``.
+        act_cfg (dict): activation. Default ``dict(type='ReLU', inplace=True)``.
         with_cp (bool): gradient checkpointing in each block. Default False.
         deploy (bool): build the fused form directly (loads converted checkpoints).
         init_cfg (dict | list, optional): mmengine initialisation config.
@@ -71,8 +69,6 @@ class RepVGG(ReparamBackbone):
         'B3g4': _arch(_B, (3, 3, 3, 5), _G4),
         'D2se': _arch(_D, (2.5, 2.5, 2.5, 5), se_position='pre', se_ratio=16),
     }
-    stage_names = ('stage0', 'stage1', 'stage2', 'stage3', 'stage4')
-    out_stage_names = ('stage1', 'stage2', 'stage3', 'stage4')
 
     def __init__(self, arch='A0', in_channels: int = 3,
                  base_channels: Sequence[int] = (64, 128, 256, 512),
@@ -80,22 +76,11 @@ class RepVGG(ReparamBackbone):
                  dilations: Sequence[int] = (1, 1, 1, 1, 1),
                  out_indices: Sequence[int] = (3,), frozen_stages: int = -1,
                  norm_eval: bool = False, norm_cfg: Optional[dict] = None,
-                 act_cfg: Optional[dict] = dict(type='ReLU'), with_cp: bool = False,
+                 act_cfg: Optional[dict] = dict(type='ReLU', inplace=True), with_cp: bool = False,
                  deploy: bool = False, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         arch = validate_arch(arch, self.arch_settings, ('num_blocks', 'width_factor'), 'RepVGG')
-        for key, length in (('num_blocks', 4), ('width_factor', 4)):
-            if len(arch[key]) != length:
-                raise ValueError(f'arch[{key!r}] must have {length} entries, got {arch[key]}')
-        if not all(isinstance(n, int) and n >= 1 for n in arch['num_blocks']) or \
-                not all(w > 0 for w in arch['width_factor']):
-            raise ValueError(f"arch['num_blocks'] must be positive ints and arch['width_factor'] "
-                             f"positive numbers; got num_blocks={list(arch['num_blocks'])}, "
-                             f"width_factor={list(arch['width_factor'])}")
-        if len(strides) != 5 or len(dilations) != 5 or len(base_channels) != 4:
-            raise ValueError(f'strides and dilations need 5 entries (stem + 4 stages) and '
-                             f'base_channels 4; got strides={tuple(strides)}, '
-                             f'dilations={tuple(dilations)}, base_channels={tuple(base_channels)}')
+        check_vgg_layout(arch, strides, base_channels, dilations)
         self.arch = arch
         self.out_indices = self._check_out_indices(out_indices)
         self.frozen_stages, self.norm_eval, self.deploy = frozen_stages, norm_eval, deploy
@@ -103,20 +88,9 @@ class RepVGG(ReparamBackbone):
         block_cfg = dict(se_position=arch.get('se_position'), se_ratio=arch.get('se_ratio', 16),
                          norm_cfg=norm_cfg, act_cfg=act_cfg, with_cp=with_cp, deploy=deploy)
 
-        stem_channels = min(64, int(64 * arch['width_factor'][0]))
-        self.stage0 = RepVGGBlock(in_channels, stem_channels, 3, stride=strides[0],
-                                  dilation=dilations[0], **block_cfg)
-        layer_index, channels = 1, stem_channels
-        self.out_channels: Tuple[int, ...] = ()
-        for stage, name in enumerate(self.out_stage_names):
-            width = int(base_channels[stage] * arch['width_factor'][stage])
-            blocks = []
-            for i in range(arch['num_blocks'][stage]):
-                blocks.append(RepVGGBlock(
-                    channels, width, 3, stride=strides[stage + 1] if i == 0 else 1,
-                    dilation=dilations[stage + 1], groups=group_layer_map.get(layer_index, 1),
-                    **block_cfg))
-                layer_index, channels = layer_index + 1, width
-            self.add_module(name, nn.Sequential(*blocks))
-            self.out_channels += (width,)
+        self._add_vgg_stages(
+            lambda cin, cout, stride, stage, index: RepVGGBlock(
+                cin, cout, 3, stride=stride, dilation=dilations[stage],
+                groups=group_layer_map.get(index, 1), **block_cfg),
+            in_channels, arch, base_channels, strides)
         self._freeze_stages()

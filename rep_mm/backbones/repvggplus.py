@@ -66,7 +66,7 @@ class RepVGGplus(ReparamBackbone):
                  dilations: Sequence[int] = (1, 1, 1, 1, 1),
                  out_indices: Sequence[int] = (4,), frozen_stages: int = -1,
                  norm_eval: bool = False, norm_cfg: Optional[dict] = None,
-                 act_cfg: Optional[dict] = dict(type='ReLU'), with_cp: bool = False,
+                 act_cfg: Optional[dict] = dict(type='ReLU', inplace=True), with_cp: bool = False,
                  deploy: bool = False, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         arch = validate_arch(arch, self.arch_settings, ('num_blocks', 'width_factor'),

@@ -31,6 +31,7 @@ from ..fusion import KernelBias, fuse_bn, identity_kernel, sum_branches
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
 from .nonlinear import build_nonlinear
+from .repghost import depthwise_fused_conv, ghost_primary_conv
 
 MODES = ('target', 'hs', 'csla')
 
@@ -104,13 +105,13 @@ class RepOptVGGBlock(ReparamBlock):
         mode (str): ``'target'``, ``'hs'`` or ``'csla'`` (module docstring). Default 'target'.
         use_identity (bool): identity branch (hs / csla) where ``C_in == C_out`` and stride 1.
         norm_cfg (dict): a BatchNorm config. Default ``dict(type='BN')``.
-        act_cfg (dict, optional): activation. Default ``dict(type='ReLU')``.
+        act_cfg (dict, optional): activation. Default ``dict(type='ReLU', inplace=True)``.
         deploy (bool): build the BN-folded form directly. Default False.
     """
 
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  mode: str = 'target', use_identity: bool = True,
-                 norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = dict(type='ReLU'),
+                 norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = dict(type='ReLU', inplace=True),
                  deploy: bool = False) -> None:
         super().__init__()
         self.mode = check_mode(mode)
@@ -166,13 +167,8 @@ class RepOptVGGBlock(ReparamBlock):
         return fuse_bn(self.conv_kernel(), self.bn)
 
     def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        self.rbr_reparam = fused
-        for name in ('conv', 'scale_conv', 'conv_1x1', 'scale_1x1', 'scale_identity', 'bn'):
-            if hasattr(self, name):
-                delattr(self, name)
+        self._install_fused('rbr_reparam', kernel, bias, ('conv', 'scale_conv', 'conv_1x1',
+                                                          'scale_1x1', 'scale_identity', 'bn'))
 
 
 class RepOptGhostModule(ReparamBlock):
@@ -200,10 +196,7 @@ class RepOptGhostModule(ReparamBlock):
         super().__init__()
         self.mode = check_mode(mode)
         self.out_channels, self.dw_size, self.deploy = out_channels, dw_size, deploy
-        self.primary_conv = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False),
-            build_batch_norm(norm_cfg, out_channels),
-            nn.ReLU(inplace=True) if relu else nn.Sequential())
+        self.primary_conv = ghost_primary_conv(in_channels, out_channels, relu, norm_cfg)
         if deploy:
             self.cheap_operation = self._make_fused_conv()
         else:
@@ -218,8 +211,7 @@ class RepOptGhostModule(ReparamBlock):
         self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
 
     def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.out_channels, self.out_channels, self.dw_size, 1, self.dw_size // 2,
-                         groups=self.out_channels, bias=True)
+        return depthwise_fused_conv(self.out_channels, self.dw_size)
 
     def scale_names(self) -> Tuple[str, ...]:
         """Names (relative to the module) of the scales of the hs / csla form."""
@@ -249,11 +241,5 @@ class RepOptGhostModule(ReparamBlock):
         return fuse_bn(self.conv_kernel(), self.final_bn)
 
     def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        for name in ('fusion_scale', 'final_bn'):
-            if hasattr(self, name):
-                delattr(self, name)
-        self.cheap_operation = fused
+        self._install_fused('cheap_operation', kernel, bias, ('fusion_scale', 'final_bn'))
 

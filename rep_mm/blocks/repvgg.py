@@ -25,9 +25,54 @@ from .nonlinear import build_nonlinear
 from .se import SEBlock
 
 SE_POSITIONS = (None, 'pre', 'post')
+# training-time branches of RepVGG-style blocks (``rbr_identity`` may be None)
+REPVGG_BRANCHES = ('rbr_dense', 'rbr_1x1', 'rbr_identity')
 
 
-class RepVGGBlock(ReparamBlock):
+def check_centre_padding(in_channels: int, out_channels: int, kernel_size: int,
+                         padding: Optional[int], dilation: int, groups: int) -> int:
+    """Validate the arguments of a kxk + 1x1 (+ identity) block; return its kxk padding.
+
+    ``padding`` defaults to the centre padding ``dilation * (k // 2)`` and may not be less,
+    so that the 1x1 branch (padded by ``padding - centre``) lines up with the kxk centre.
+    """
+    if kernel_size % 2 == 0:
+        raise ValueError(f'kernel_size must be odd, got {kernel_size}')
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must '
+                         f'be divisible by groups ({groups})')
+    centre = dilation * (kernel_size // 2)
+    padding = centre if padding is None else padding
+    if padding < centre:
+        raise ValueError(f'padding ({padding}) must be at least dilation * (kernel_size // 2) '
+                         f'= {centre} so that the 1x1 branch aligns with the centre')
+    return padding
+
+
+class RepVGGStyleBlock(ReparamBlock):
+    """Folding of the blocks with RepVGG's branches (``rbr_dense`` with
+    ``fused_kernel_bias()``, ``rbr_1x1`` a :class:`ConvBN`, ``rbr_identity`` a BN or None)
+    into one kxk conv ``rbr_reparam``:
+    ``K = fuse(dense) + pad(fuse(1x1), k) + pad(fuse_bn(I, BN_id), k)``,
+    ``K``: ``(C_out, C_in // g, k, k)``."""
+
+    def equivalent_kernel_bias(self) -> KernelBias:
+        """``(K, b)`` of the fused kxk conv; differentiable."""
+        if self.deploy:
+            return self.rbr_reparam.weight, self.rbr_reparam.bias
+        branches = [self.rbr_dense.fused_kernel_bias(), self.rbr_1x1.fused_kernel_bias()]
+        if self.rbr_identity is not None:
+            weight = self.rbr_1x1.conv.weight
+            eye = identity_kernel(self.in_channels, self.groups, 1, dtype=weight.dtype,
+                                  device=weight.device)
+            branches.append(fuse_bn(eye, self.rbr_identity))
+        return sum_branches(branches, self.kernel_size)
+
+    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
+        self._install_fused('rbr_reparam', kernel, bias, REPVGG_BRANCHES)
+
+
+class RepVGGBlock(RepVGGStyleBlock):
     """The RepVGG / RepVGGplus block (https://arxiv.org/abs/2101.03697).
 
     Parameter names follow the original code: ``rbr_dense`` (kxk ConvBN), ``rbr_1x1`` (1x1
@@ -50,7 +95,8 @@ class RepVGGBlock(ReparamBlock):
             (after it, RepVGGplus) or None. Default None.
         se_ratio (int): SE bottleneck = ``C_out // se_ratio``. Default 16.
         norm_cfg (dict): config of the branch norms, a BatchNorm type. Default ``dict(type='BN')``.
-        act_cfg (dict, optional): activation config; None for none. Default ``dict(type='ReLU')``.
+        act_cfg (dict, optional): activation config; None for none. Default
+            ``dict(type='ReLU', inplace=True)`` (in place: nothing downstream needs the sum).
         with_cp (bool): gradient checkpointing of the branches (saves memory). Default False.
     """
 
@@ -59,24 +105,17 @@ class RepVGGBlock(ReparamBlock):
                  groups: int = 1, padding_mode: str = 'zeros', deploy: bool = False,
                  use_identity: bool = True, se_position: Optional[str] = None,
                  se_ratio: int = 16, norm_cfg: Optional[dict] = None,
-                 act_cfg: Optional[dict] = dict(type='ReLU'), with_cp: bool = False) -> None:
+                 act_cfg: Optional[dict] = dict(type='ReLU', inplace=True), with_cp: bool = False) -> None:
         super().__init__()
-        if kernel_size % 2 == 0:
-            raise ValueError(f'kernel_size must be odd, got {kernel_size}')
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f'RepVGGBlock needs at least 1 input and 1 output channel, got '
                              f'in_channels={in_channels}, out_channels={out_channels} (a '
                              f'width_factor too small for the base channels?)')
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must '
-                             f'be divisible by groups ({groups})')
+        padding = check_centre_padding(in_channels, out_channels, kernel_size, padding,
+                                       dilation, groups)
         if se_position not in SE_POSITIONS:
             raise ValueError(f'se_position must be one of {SE_POSITIONS}, got {se_position!r}')
         centre_padding = dilation * (kernel_size // 2)
-        padding = centre_padding if padding is None else padding
-        if padding < centre_padding:
-            raise ValueError(f'padding ({padding}) must be at least dilation * (kernel_size // 2) '
-                             f'= {centre_padding} so that the 1x1 branch aligns with the centre')
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.groups, self.padding_mode = dilation, groups, padding_mode
@@ -102,15 +141,12 @@ class RepVGGBlock(ReparamBlock):
         self.rbr_1x1 = ConvBN(in_channels, out_channels, 1, stride, padding - centre_padding, 1,
                               groups, padding_mode, norm_cfg)
 
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, self.dilation, self.groups, bias=True,
-                         padding_mode=self.padding_mode)
-
     def _branches(self, x: Tensor) -> Tensor:
-        out = self.rbr_dense(x) + self.rbr_1x1(x)
+        # accumulate in place into the fresh BN output (BN's backward does not need its output)
+        out = self.rbr_dense(x)
+        out += self.rbr_1x1(x)
         if self.rbr_identity is not None:
-            out = out + self.rbr_identity(x)
+            out += self.rbr_identity(x)
         return out
 
     def forward(self, x: Tensor) -> Tensor:
@@ -126,27 +162,6 @@ class RepVGGBlock(ReparamBlock):
         if self.se_position == 'post':
             out = self.post_se(out)
         return out
-
-    def equivalent_kernel_bias(self) -> KernelBias:
-        """``(K, b)`` of the fused kxk conv (see the module docstring); differentiable."""
-        if self.deploy:
-            return self.rbr_reparam.weight, self.rbr_reparam.bias
-        branches = [self.rbr_dense.fused_kernel_bias(), self.rbr_1x1.fused_kernel_bias()]
-        if self.rbr_identity is not None:
-            weight = self.rbr_dense.conv.weight
-            eye = identity_kernel(self.in_channels, self.groups, 1, dtype=weight.dtype,
-                                  device=weight.device)
-            branches.append(fuse_bn(eye, self.rbr_identity))
-        return sum_branches(branches, self.kernel_size)
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        fused.train(self.training)
-        for name in ('rbr_dense', 'rbr_1x1', 'rbr_identity'):
-            delattr(self, name)
-        self.rbr_reparam = fused
 
     def custom_l2(self) -> Tensor:
         """RepVGGplus's weight decay for this block, to use instead of plain L2 on its kernels.

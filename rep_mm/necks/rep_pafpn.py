@@ -43,7 +43,7 @@ class RepPAFPN(BaseModule):
 
     def __init__(self, in_channels: Sequence[int], out_channels: int,
                  num_outs: Optional[int] = None, num_repeats: int = 1,
-                 norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = dict(type='ReLU'),
+                 norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = dict(type='ReLU', inplace=True),
                  deploy: bool = False, init_cfg=None) -> None:
         super().__init__(init_cfg=init_cfg)
         from mmcv.cnn import ConvModule
