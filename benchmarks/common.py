@@ -1,11 +1,12 @@
-"""Shared helpers of the benchmark scripts: machine description, JSON output, timing."""
+"""Shared helpers of the benchmark scripts: machine description, JSON output, timing, CLI, plots."""
+import argparse
 import json
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
-from typing import Callable, Dict, List
+from typing import Callable, Dict, List, Tuple
 
 import torch
 
@@ -44,3 +45,41 @@ def median_seconds(fn: Callable[[], None], repeats: int, warmup: int = 1) -> Lis
 
 def median(values: List[float]) -> float:
     return statistics.median(values)
+
+
+def save_results(stem: str, quick: bool, payload: Dict, out_dir: Path, plot: Callable,
+                 plot_data=None) -> str:
+    """Write ``payload`` to ``out_dir/NAME.json`` (:func:`write_json`) and
+    ``plot(plot_data, out_dir/NAME.png)`` (``plot_data`` defaults to ``payload``), with
+    ``NAME = stem + '_quick'`` for a quick run (so quick runs never overwrite real results).
+    Returns NAME."""
+    name = f'{stem}_quick' if quick else stem
+    write_json(name, payload, out_dir)
+    plot(payload if plot_data is None else plot_data, out_dir / f'{name}.png')
+    return name
+
+
+def benchmark_parser(doc: str, quick_help: str) -> argparse.ArgumentParser:
+    """The parser every benchmark starts from: described by the first line of the script's
+    docstring ``doc``, with ``--quick`` (help ``quick_help``) and ``--out-dir``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument('--quick', action='store_true', help=quick_help)
+    parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR,
+                        help='where the JSON and the plot go (default benchmarks/results)')
+    return parser
+
+
+def subplots(*args, **kwargs) -> Tuple:
+    """``matplotlib.pyplot.subplots`` on the file-only Agg backend (no display needed)."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    return plt.subplots(*args, **kwargs)
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Lay out ``fig``, write it to ``path`` and close it (frees its memory)."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)

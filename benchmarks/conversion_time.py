@@ -8,7 +8,6 @@ results/conversion_time.json and results/conversion_time.png.
 
     python benchmarks/conversion_time.py [--quick] [--threads N] [--repeats 5] [--models ...]
 """
-import argparse
 import copy
 import gc
 import sys
@@ -19,7 +18,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import all_names, build_model, count_params  # noqa: E402
-from common import RESULTS_DIR, median, write_json  # noqa: E402
+from common import benchmark_parser, median, save_figure, save_results, subplots  # noqa: E402
 
 from rep_mm import reparameterize  # noqa: E402
 
@@ -42,27 +41,20 @@ def measure(name: str, repeats: int, quick: bool) -> dict:
 
 
 def plot(rows, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows)), 4))
+    fig, ax = subplots(figsize=(max(6, 0.45 * len(rows)), 4))
     ax.bar(range(len(rows)), [r['median_s'] * 1e3 for r in rows], color='tab:green')
     ax.set_xticks(range(len(rows)), [r['model'] for r in rows], rotation=60, ha='right',
                   fontsize=7)
     ax.set_ylabel('conversion time, median (ms)')
     ax.set_title('rep_mm.reparameterize: time to fold every block')
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--quick', action='store_true', help='three tiny models (for tests)')
+    parser = benchmark_parser(__doc__, 'three tiny models (for tests)')
     parser.add_argument('--models', nargs='+', help='benchmark names (default: all archs)')
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
-    parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
         args.models, args.repeats = args.models or QUICK_MODELS, 2
@@ -73,10 +65,9 @@ def main(argv=None):
         rows.append(measure(name, args.repeats, args.quick))
         print(f"{name}: {rows[-1]['blocks']} blocks in {rows[-1]['median_s'] * 1e3:.1f} ms "
               f"(median of {args.repeats})", flush=True)
-    out = 'conversion_time_quick' if args.quick else 'conversion_time'
-    write_json(out, dict(threads=args.threads, repeats=args.repeats, quick=args.quick,
-                         rows=rows), args.out_dir)
-    plot(rows, args.out_dir / f'{out}.png')
+    save_results('conversion_time', args.quick, dict(threads=args.threads, repeats=args.repeats,
+                                                     quick=args.quick, rows=rows),
+                 args.out_dir, plot, rows)
     return rows
 
 

@@ -21,7 +21,6 @@ Usage::
 
 Writes ``mixed_precision[_quick].json`` and ``.png`` to ``benchmarks/results`` (or DIR).
 """
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -33,7 +32,7 @@ from torch import Tensor, nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS_DIR, write_json  # noqa: E402
+from common import benchmark_parser, save_figure, save_results, subplots  # noqa: E402
 
 from rep_mm.backbones import RepMLPNet, RepVGG, ReparamResNet  # noqa: E402
 from rep_mm.reparam import ReparamBlock, max_errors, reparameterize  # noqa: E402
@@ -118,15 +117,12 @@ def measure(build: Callable[[], nn.Module], shape: Tuple[int, ...], seed: int = 
 
 
 def plot(results: Dict[str, Dict], path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     names = list(results)
     bars = [(f'{dtype} {what}', dtype, what) for dtype in ('float16', 'bfloat16')
             for what in ('train_vs_ref', 'deploy_vs_ref')] + [
         ('float32 deploy_vs_ref', 'float32', 'deploy_vs_ref')]
     width = 0.8 / len(bars)
-    fig, ax = plt.subplots(figsize=(11, 4.5))
+    fig, ax = subplots(figsize=(11, 4.5))
     for i, (label, dtype, what) in enumerate(bars):
         values = [max(results[n][dtype][what], 1e-12) for n in names]
         ax.bar([j + i * width for j in range(len(names))], values, width, label=label)
@@ -136,15 +132,11 @@ def plot(results: Dict[str, Dict], path: Path) -> None:
     ax.set_title('Conversion in mixed precision: the converted model is as accurate as the '
                  'training form', fontsize=9)
     ax.legend(fontsize=8, loc='upper left', bbox_to_anchor=(1.01, 1.0))
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv: Optional[List[str]] = None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true', help='tiny archs (seconds)')
-    parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR)
+    parser = benchmark_parser(__doc__, 'tiny archs (seconds)')
     args = parser.parse_args(argv)
     results = {}
     for name, build, shape in families(args.quick):
@@ -154,11 +146,9 @@ def main(argv: Optional[List[str]] = None) -> Dict:
                   f'{row["deploy_vs_ref"]:.2e}  deploy/train {row["deploy_vs_train"]:.2e}  '
                   f'kernel/fp64 {row["kernel_vs_fp64"]:.2e}  '
                   f'fp32-fold {row["fp32_fold_then_cast"]}')
-    stem = 'mixed_precision' + ('_quick' if args.quick else '')
     payload = dict(quick=args.quick, input_shapes={n: list(s) for n, _, s in
                                                    families(args.quick)}, results=results)
-    write_json(stem, payload, args.out_dir)
-    plot(results, args.out_dir / f'{stem}.png')
+    save_results('mixed_precision', args.quick, payload, args.out_dir, plot, results)
     return payload
 
 

@@ -7,7 +7,6 @@ Writes results/model_zoo.json, results/model_zoo.md (the README table) and resul
 
     python benchmarks/model_zoo.py [--quick]
 """
-import argparse
 import copy
 import sys
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, write_json  # noqa: E402
+from common import benchmark_parser, save_figure, subplots, write_json  # noqa: E402
 
 from rep_mm import reparameterize  # noqa: E402
 from rep_mm.backbones import (OREPARepVGG, RepGhostNet, RepMLPNet, RepOptGhostNet,  # noqa: E402
@@ -89,11 +88,8 @@ def markdown(rows) -> str:
 
 
 def plot(rows, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     names = [f"{r['family']}-{r['arch']}" for r in rows]
-    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(rows)), 4))
+    fig, ax = subplots(figsize=(max(6, 0.45 * len(rows)), 4))
     ax.bar(range(len(rows)), [r['fp32_max_rel'] for r in rows], label='float32')
     ax.bar(range(len(rows)), [max(r['fp64_max_rel'], 1e-18) for r in rows], label='float64')
     ax.axhline(1e-5, color='tab:red', ls='--', lw=1, label='fp32 budget 1e-5')
@@ -103,15 +99,11 @@ def plot(rows, path: Path) -> None:
     ax.set_ylabel('max |train - deploy| / max |train|')
     ax.set_title('Conversion error with randomised BN statistics')
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--quick', action='store_true', help='four small archs only (for tests)')
-    parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR)
+    parser = benchmark_parser(__doc__, 'four small archs only (for tests)')
     args = parser.parse_args(argv)
     torch.manual_seed(0)
     rows = []

@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, median, median_seconds, write_json  # noqa: E402
+from common import (benchmark_parser, median, median_seconds, save_figure,  # noqa: E402
+                    save_results, subplots)
 
 VARIANTS = ('base', 'dbb', 'orepa')
 MEMORY_METHOD = ('peak RSS (VmHWM of /proc/self/status, reset via /proc/self/clear_refs '
@@ -123,11 +124,8 @@ def measure_memory(size: int, batch_size: int, steps: int, repeats: int,
 
 
 def plot(payload: Dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
     res = payload['results']
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, axes = subplots(1, 2, figsize=(9, 3.5))
     colors = ['tab:gray', 'tab:red', 'tab:green']
     axes[0].bar(VARIANTS, [res[v]['step_median_s'] for v in VARIANTS], color=colors)
     axes[0].set_ylabel('s / training step (median)')
@@ -138,21 +136,17 @@ def plot(payload: Dict, path: Path) -> None:
                  f"{payload['threads']} threads: OREPA/DBB time "
                  f"{ratios['orepa / dbb (time)']:.2f}, memory {ratios['orepa / dbb (memory)']:.2f}",
                  fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--quick', action='store_true', help='tiny sizes (for tests)')
+    parser = benchmark_parser(__doc__, 'tiny sizes (for tests)')
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--repeats', type=int, default=5)
     parser.add_argument('--memory-steps', type=int, default=2)
     parser.add_argument('--memory-repeats', type=int, default=2)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
-    parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR)
     parser.add_argument('--memory-worker', choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_worker:
@@ -183,9 +177,7 @@ def main(argv=None):
                    memory_method=MEMORY_METHOD,
                    paper_claim='OREPA ~0.5x the training time and ~0.7x the memory of DBB',
                    results=results, ratios=ratios)
-    name = 'orepa_training_cost_quick' if args.quick else 'orepa_training_cost'
-    write_json(name, payload, args.out_dir)
-    plot(payload, args.out_dir / f'{name}.png')
+    save_results('orepa_training_cost', args.quick, payload, args.out_dir, plot)
     for key, value in ratios.items():
         print(f'{key} = {value:.3f}', flush=True)
     return payload

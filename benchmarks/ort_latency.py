@@ -9,7 +9,6 @@ relative error). Writes results/ort_latency.json and results/ort_latency.png.
 
     python benchmarks/ort_latency.py [--quick] [--threads N] [--batch 1] [--size 224]
 """
-import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -19,7 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_models import build_model, input_size  # noqa: E402
-from common import RESULTS_DIR, median, median_seconds, write_json  # noqa: E402
+from common import (benchmark_parser, median, median_seconds, save_figure,  # noqa: E402
+                    save_results, subplots)
 
 from rep_mm import reparameterize  # noqa: E402
 
@@ -72,10 +72,7 @@ def measure(name: str, size: int, batch: int, repeats: int, threads: int, quick:
 
 
 def plot(rows, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(max(5, 1.4 * len(rows)), 4))
+    fig, ax = subplots(figsize=(max(5, 1.4 * len(rows)), 4))
     xs = np.arange(len(rows))
     for offset, key, colour in ((-0.2, 'pytorch', 'tab:blue'), (0.2, 'onnxruntime', 'tab:orange')):
         ax.bar(xs + offset, [r['results'][key]['median_ms'] for r in rows], 0.4, label=key,
@@ -84,20 +81,16 @@ def plot(rows, path: Path) -> None:
     ax.set_ylabel('latency, median (ms)')
     ax.set_title('Converted models: onnxruntime vs PyTorch (same threads)')
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--quick', action='store_true', help='tiny models at 32x32 (for tests)')
+    parser = benchmark_parser(__doc__, 'tiny models at 32x32 (for tests)')
     parser.add_argument('--models', nargs='+', default=DEFAULT_MODELS)
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--batch', type=int, default=1)
     parser.add_argument('--repeats', type=int, default=20)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
-    parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
         args.size, args.repeats = 32, 3
@@ -112,10 +105,9 @@ def main(argv=None):
             print(f"{name}: PyTorch {times['pytorch']:.2f} ms, onnxruntime "
                   f"{times['onnxruntime']:.2f} ms (x{r['ort_over_torch']:.2f}); "
                   f"max rel error {r['max_rel_error']:.1e}", flush=True)
-    out = 'ort_latency_quick' if args.quick else 'ort_latency'
-    write_json(out, dict(threads=args.threads, repeats=args.repeats, quick=args.quick,
-                         rows=rows), args.out_dir)
-    plot(rows, args.out_dir / f'{out}.png')
+    save_results('ort_latency', args.quick, dict(threads=args.threads, repeats=args.repeats,
+                                                 quick=args.quick, rows=rows),
+                 args.out_dir, plot, rows)
     return rows
 
 

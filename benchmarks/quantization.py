@@ -21,7 +21,6 @@ per model on 64 images, 32 calibration images (a smoke test; accuracies mean not
 
     python benchmarks/quantization.py [--quick] [--work-dir DIR] [--threads 1]
 """
-import argparse
 import copy
 import os.path as osp
 import sys
@@ -35,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, write_json  # noqa: E402
+from common import benchmark_parser, save_figure, save_results, subplots  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 REPVGG_CONFIG = REPO / 'configs' / 'repvgg' / 'repvgg-tiny_1xb32_digits.py'
@@ -170,10 +169,7 @@ def evaluate(model: nn.Module, test: Tuple[Tensor, Tensor], calibration: Tensor)
 
 
 def plot(payload: Dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax, ax2) = subplots(1, 2, figsize=(11, 4))
     models = list(payload['models'])
     bars = ['fp32'] + list(QCONFIGS)
     width = 0.8 / len(bars)
@@ -201,20 +197,16 @@ def plot(payload: Dict, path: Path) -> None:
     ax2.legend(fontsize=7)
     fig.suptitle('quick smoke run: accuracies mean nothing' if payload['quick']
                  else 'tiny arch on the digits, trained the same way', fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true', help='tiny smoke run')
+    parser = benchmark_parser(__doc__, 'tiny smoke run')
     parser.add_argument('--work-dir', default=None,
                         help='training outputs (default: a temporary directory)')
     parser.add_argument('--threads', type=int, default=1)
     parser.add_argument('--calibration-images', type=int, default=None,
                         help='training images used to calibrate (default 512; quick 32)')
-    parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from rep_mm.datasets import prepare_digits
@@ -249,9 +241,7 @@ def main(argv=None) -> Dict:
                    engine='x86', flow='torch.ao.quantization.quantize_fx prepare_fx/convert_fx',
                    flow_note='deprecated in torch 2.14 in favour of torchao pt2e; still works',
                    models=models, total_seconds=round(time.perf_counter() - started, 1))
-    name = 'quantization_quick' if args.quick else 'quantization'
-    write_json(name, payload, args.out_dir)
-    plot(payload, args.out_dir / f'{name}.png')
+    save_results('quantization', args.quick, payload, args.out_dir, plot)
     for model, row in models.items():
         int8 = ', '.join(f"{k} {v:.2f} (logit rel. error "
                          f"{row['int8_logit_rel_error'][k]:.4f})"

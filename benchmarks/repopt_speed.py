@@ -17,7 +17,6 @@ the thread count is fixed (``--threads``) and written with the machine descripti
 
 ``--quick`` uses a tiny arch, 32 px, batch 4 and 2 repeats (a smoke test, not a measurement).
 """
-import argparse
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, median, write_json  # noqa: E402
+from common import benchmark_parser, median, save_figure, save_results, subplots  # noqa: E402
 
 from rep_mm.backbones import RepOptVGG, RepVGG  # noqa: E402
 from rep_mm.optim import RepOptAdamW, RepOptSGD, build_handler, official_param_groups  # noqa: E402
@@ -153,10 +152,7 @@ def round_robin(jobs: Dict[str, Callable[[], float]], repeats: int, warmup: int)
 
 
 def plot(payload: Dict, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+    fig, axes = subplots(1, 2, figsize=(12, 4))
     for ax, key, title in ((axes[0], 'optimizer_step', 'optimizer.step()'),
                            (axes[1], 'train_step', 'training step (fwd + bwd + step)')):
         rows = payload[key]
@@ -175,21 +171,17 @@ def plot(payload: Dict, path: Path) -> None:
         ax.tick_params(axis='y', labelsize=8)
     fig.suptitle(f"{payload['model']}  batch {payload['batch']}, {payload['size']} px, "
                  f"{payload['threads']} thread(s)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def main(argv=None) -> Dict:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--quick', action='store_true', help='tiny smoke run')
+    parser = benchmark_parser(__doc__, 'tiny smoke run')
     parser.add_argument('--threads', type=int, default=None,
                         help='torch threads (default: OMP_NUM_THREADS, else all cores)')
     parser.add_argument('--repeats', type=int, default=None, help='timed runs per job')
     parser.add_argument('--batch', type=int, default=16)
     parser.add_argument('--size', type=int, default=64)
     parser.add_argument('--scales', type=Path, default=DEFAULT_SCALES)
-    parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     threads = args.threads or int(os.environ.get('OMP_NUM_THREADS') or os.cpu_count() or 1)
     torch.set_num_threads(threads)
@@ -224,9 +216,7 @@ def main(argv=None) -> Dict:
                        <= TARGETS['optimizer_step'],
                        train_step=ratios['train_step RepOpt-VGG / RepVGG']
                        <= TARGETS['train_step']))
-    name = 'repopt_speed_quick' if args.quick else 'repopt_speed'
-    write_json(name, payload, args.out_dir)
-    plot(payload, args.out_dir / f'{name}.png')
+    save_results('repopt_speed', args.quick, payload, args.out_dir, plot)
     for key, value in ratios.items():
         print(f'{key}: {value:.3f}')
     return payload

@@ -16,7 +16,6 @@ results/throughput.json and results/throughput.png.
     python benchmarks/throughput.py [--quick] [--threads N] [--size 224] [--batch 8]
                                     [--archs A0 B0 B1g2 RepOptVGG-B1 RepMLPNet-T224 OREPA-ResNet18]
 """
-import argparse
 import copy
 import sys
 from pathlib import Path
@@ -26,7 +25,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS_DIR, median, median_seconds, write_json  # noqa: E402
+from common import (benchmark_parser, median, median_seconds, save_figure,  # noqa: E402
+                    save_results, subplots)
 
 from rep_mm import reparameterize  # noqa: E402
 from rep_mm.backbones import RepVGG  # noqa: E402
@@ -202,10 +202,7 @@ def benchmark_arch(arch: str, size: int, batch: int, repeats: int, quick: bool =
 
 
 def plot(rows, path: Path) -> None:
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, len(rows), figsize=(5 * len(rows), 4), squeeze=False)
+    fig, axes = subplots(1, len(rows), figsize=(5 * len(rows), 4), squeeze=False)
     for ax, row in zip(axes[0], rows):
         names = [n for n in row['results'] if n.startswith('forward/')]
         ax.barh([n.split('/', 1)[1] for n in names],
@@ -214,21 +211,17 @@ def plot(rows, path: Path) -> None:
                      fontsize=9)
         ax.set_xlabel('images / s (median)')
         ax.tick_params(axis='y', labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument('--quick', action='store_true', help='tiny sizes (for tests)')
+    parser = benchmark_parser(__doc__, 'tiny sizes (for tests)')
     parser.add_argument('--archs', nargs='+', default=['A0', 'B0', 'B1g2', 'RepOptVGG-B1',
                                                        'RepMLPNet-T224', 'OREPA-ResNet18'])
     parser.add_argument('--size', type=int, default=224)
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--repeats', type=int, default=7)
     parser.add_argument('--threads', type=int, default=torch.get_num_threads())
-    parser.add_argument('--out-dir', type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
     if args.quick:
         # RepVGG-A0 as is, the other families as tiny archs of the same structure
@@ -241,9 +234,8 @@ def main(argv=None):
         rows.append(benchmark_arch(arch, args.size, args.batch, args.repeats, args.quick))
         for name, value in rows[-1]['ratios'].items():
             print(f"{rows[-1]['model']}: {name} = {value:.3f}", flush=True)
-    name = 'throughput_quick' if args.quick else 'throughput'
-    write_json(name, dict(threads=args.threads, quick=args.quick, rows=rows), args.out_dir)
-    plot(rows, args.out_dir / f'{name}.png')
+    save_results('throughput', args.quick, dict(threads=args.threads, quick=args.quick, rows=rows),
+                 args.out_dir, plot, rows)
     return rows
 
 

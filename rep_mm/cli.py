@@ -251,16 +251,11 @@ def _prepare(args: argparse.Namespace, n_paths: int,
 
 
 def _check_output_path(out: str, inputs: Sequence[str], overwrite: bool) -> None:
-    for path in inputs:
-        same = os.path.realpath(out) == os.path.realpath(path) or (
-            os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path))
-        if same:
-            raise UsageError(f'output {out!r} is the same file as input {path!r}; '
-                             f'write the converted checkpoint to another path')
-    if os.path.isdir(out):
-        raise UsageError(f'output {out!r} is a directory; give a file name')
-    if os.path.lexists(out) and not overwrite:
-        raise UsageError(f'output {out!r} exists; pass --overwrite to replace it')
+    from .fileio import check_output_path
+    try:
+        check_output_path(out, inputs, overwrite, 'the converted checkpoint')
+    except (ValueError, OSError) as error:
+        raise UsageError(str(error)) from None
 
 
 def _random_input(args: argparse.Namespace) -> Tensor:

@@ -31,7 +31,6 @@ import argparse
 import copy
 import fnmatch
 import math
-import os
 import sys
 import types
 from collections import Counter
@@ -338,10 +337,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='unpickle the checkpoint fully (weights_only=False): '
                              'trusted files only')
     args = parser.parse_args(argv)
+    from .fileio import same_file
     for source in (args.checkpoint, args.config):
-        if os.path.realpath(args.out) == os.path.realpath(source) or (
-                os.path.exists(args.out) and os.path.exists(source)
-                and os.path.samefile(args.out, source)):
+        if same_file(args.out, source):  # an existing OUT is refused when it is written
             print(f'error: output {args.out!r} is the same file as the input {source!r}; '
                   f'write the folded checkpoint to another path', file=sys.stderr)
             return 2

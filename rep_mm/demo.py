@@ -35,9 +35,9 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from rep_mm.demo_utils import (build_runner, count_parameters, leftover_training_blocks,
-                               median_throughput, set_reparam_hook, unwrap_model,
-                               write_json_atomic)
+from rep_mm.demo_utils import (build_runner, count_parameters, evaluate_checkpoint,
+                               leftover_training_blocks, median_throughput, side_by_side,
+                               unwrap_model, write_json_atomic)
 
 __all__ = ['run_classification_demo', 'digits_demo_config', 'main', 'DEFAULT_CONFIG',
            'TARGET_TOP1']
@@ -79,15 +79,7 @@ def digits_demo_config(config: Path, data_root: str, work_dir: str, quick: bool,
 
 def _test(cfg, checkpoint: str, work_dir: str, name: str, deploy: bool):
     """``(top-1, runner)`` of a fresh Runner testing ``checkpoint`` (converted if ``deploy``)."""
-    from rep_mm.checkpoint import runner_safe_globals
-    cfg = copy.deepcopy(cfg)
-    cfg.work_dir, cfg.load_from, cfg.resume = work_dir, checkpoint, False
-    set_reparam_hook(cfg, dict(type='rep_mm.ReparameterizeHook', verify=True,
-                        raise_on_failure=True) if deploy else None)
-    runner = build_runner(cfg, name)
-    with torch.serialization.safe_globals(runner_safe_globals()):
-        metrics = runner.test()
-    return float(metrics['accuracy/top1']), runner
+    return evaluate_checkpoint(cfg, checkpoint, work_dir, name, deploy, metric='accuracy/top1')
 
 
 # ------------------------------------------------------------------------- measurements
@@ -204,10 +196,7 @@ def format_table(summary: dict) -> str:
          f"{summary['images_per_second']['deploy']:.0f}"),
         ('parameters', f"{summary['params']['train']:,}", f"{summary['params']['deploy']:,}"),
     ]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'':<{width}}  {'training-time':>14}  {'converted':>10}"]
-    lines += [f'{name:<{width}}  {a:>14}  {b:>10}' for name, a, b in rows]
-    lines += [
+    lines = side_by_side(rows) + [
         f"max |logit difference| on {summary['test_images']} test images: "
         f"{summary['max_abs_logit_diff']:.3g} (relative {summary['max_rel_logit_diff']:.3g}); "
         f"same prediction on {summary['same_predictions']}/{summary['test_images']}",

@@ -19,7 +19,6 @@ two evaluations is checked, not the mIoU.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os.path as osp
 import sys
@@ -30,9 +29,9 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from rep_mm.demo_utils import (build_runner, count_parameters, leftover_training_blocks,
-                               median_throughput, set_reparam_hook, unwrap_model,
-                               write_json_atomic)
+from rep_mm.demo_utils import (build_runner, count_parameters, evaluate_checkpoint,
+                               leftover_training_blocks, median_throughput, side_by_side,
+                               unwrap_model, write_json_atomic)
 
 __all__ = ['run_segmentation_demo', 'format_seg_table', 'main', 'DEFAULT_SEG_CONFIG',
            'TARGET_MIOU', 'BACKGROUND_ONLY_MIOU']
@@ -74,15 +73,7 @@ def _seg_config(config: Path, data_root: str, work_dir: str, iters: int, quick: 
 
 def _test(cfg, checkpoint: str, work_dir: str, name: str, deploy: bool):
     """``(metrics, runner)`` of a fresh Runner testing ``checkpoint`` (converted if ``deploy``)."""
-    from rep_mm.checkpoint import runner_safe_globals
-    cfg = copy.deepcopy(cfg)
-    cfg.work_dir, cfg.load_from, cfg.resume = work_dir, checkpoint, False
-    set_reparam_hook(cfg, dict(type='rep_mm.ReparameterizeHook', verify=True,
-                        raise_on_failure=True) if deploy else None)
-    runner = build_runner(cfg, name)
-    with torch.serialization.safe_globals(runner_safe_globals()):
-        metrics = runner.test()
-    return {k: float(v) for k, v in metrics.items()}, runner
+    return evaluate_checkpoint(cfg, checkpoint, work_dir, name, deploy)
 
 
 @torch.no_grad()
@@ -198,10 +189,7 @@ def format_seg_table(summary: dict) -> str:
             (f"throughput (img/s, batch {rate['batch']})", f"{rate['train']:.0f}",
              f"{rate['deploy']:.0f}"),
             ('parameters', f"{summary['params']['train']:,}", f"{summary['params']['deploy']:,}")]
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'':<{width}}  {'training-time':>14}  {'converted':>10}"]
-    lines += [f'{name:<{width}}  {a:>14}  {b:>10}' for name, a, b in rows]
-    lines += [
+    lines = side_by_side(rows) + [
         f"PSPNet-RepVGG on {summary['val_scenes']} held-out digit scenes after "
         f"{summary['iters']} iterations ({summary['train_seconds']:.0f} s); all-background "
         f"baseline mIoU {summary['background_only_miou']}",

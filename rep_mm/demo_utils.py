@@ -8,13 +8,14 @@ import os.path as osp
 import statistics
 import tempfile
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 __all__ = ['build_runner', 'set_reparam_hook', 'unwrap_model', 'median_throughput',
-           'count_parameters', 'leftover_training_blocks', 'write_json_atomic']
+           'count_parameters', 'leftover_training_blocks', 'write_json_atomic',
+           'evaluate_checkpoint', 'side_by_side']
 
 
 def build_runner(cfg, name: str):
@@ -28,6 +29,27 @@ def set_reparam_hook(cfg, hook: Optional[dict]) -> None:
     hooks = [h for h in (cfg.get('custom_hooks') or [])
              if str(h.get('type', '')).split('.')[-1] != 'ReparameterizeHook']
     cfg.custom_hooks = hooks + ([hook] if hook else [])
+
+
+def evaluate_checkpoint(cfg, checkpoint: str, work_dir: str, name: str, deploy: bool,
+                    metric: Optional[str] = None):
+    """Test ``checkpoint`` with a fresh Runner (converted first by a verifying, strict
+    ReparameterizeHook if ``deploy``) inside rep_mm's checkpoint allow-list.
+
+    Returns ``(value, runner)``: ``value`` is ``float(metrics[metric])``, or every metric as a
+    float when ``metric`` is None.
+    """
+    from .checkpoint import runner_safe_globals
+    cfg = copy.deepcopy(cfg)
+    cfg.work_dir, cfg.load_from, cfg.resume = work_dir, checkpoint, False
+    set_reparam_hook(cfg, dict(type='rep_mm.ReparameterizeHook', verify=True,
+                               raise_on_failure=True) if deploy else None)
+    runner = build_runner(cfg, name)
+    with torch.serialization.safe_globals(runner_safe_globals()):
+        metrics = runner.test()
+    if metric is not None:
+        return float(metrics[metric]), runner
+    return {k: float(v) for k, v in metrics.items()}, runner
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
@@ -69,8 +91,17 @@ def leftover_training_blocks(model: nn.Module) -> Dict[str, int]:
         batchnorm_in_backbone=sum(isinstance(m, _BatchNorm) for m in backbone.modules()))
 
 
-def write_json_atomic(obj: dict, path: str) -> None:
-    directory = osp.dirname(path)
+def side_by_side(rows: List[Tuple[str, str, str]]) -> List[str]:
+    """Text table lines: a header, then ``name  training-time value  converted value`` per row
+    (names left-aligned to the longest, values right-aligned)."""
+    width = max(len(r[0]) for r in rows)
+    lines = [f"{'':<{width}}  {'training-time':>14}  {'converted':>10}"]
+    return lines + [f'{name:<{width}}  {a:>14}  {b:>10}' for name, a, b in rows]
+
+
+def write_json_atomic(obj, path: str) -> None:
+    """Write ``obj`` as JSON through a temp file in the same directory and ``os.replace``."""
+    directory = osp.dirname(osp.abspath(path))
     os.makedirs(directory, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
     try:

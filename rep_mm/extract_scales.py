@@ -29,13 +29,9 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
+from .fileio import check_output_path
+
 __all__ = ['extract_scales_file', 'main']
-
-
-def _same_file(a: str, b: str) -> bool:
-    if os.path.realpath(a) == os.path.realpath(b):
-        return True
-    return os.path.exists(a) and os.path.exists(b) and os.path.samefile(a, b)
 
 
 def _target_model(config: str):
@@ -72,14 +68,7 @@ def extract_scales_file(hs_checkpoint: str, out: str, config: str,
     from .checkpoint import save_checkpoint_atomic
     from .optim import build_handler, extract_scales
 
-    for source in (hs_checkpoint, config):
-        if _same_file(out, source):
-            raise ValueError(f'output {out!r} is the same file as the input {source!r}; '
-                             f'write the scales to another path')
-    if os.path.isdir(out):
-        raise IsADirectoryError(f'output {out!r} is a directory; give a file name')
-    if os.path.lexists(out) and not overwrite:
-        raise FileExistsError(f'output {out!r} exists; pass --overwrite to replace it')
+    check_output_path(out, (hs_checkpoint, config), overwrite, 'the scales')
     scales = extract_scales(hs_checkpoint, allow_unsafe=allow_unsafe)
     handler = build_handler(_target_model(config), scales)
     matched: 'OrderedDict[str, Tensor]' = OrderedDict(

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any, Callable, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -57,6 +57,33 @@ class ReparamBlock(nn.Module):
     def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
         """Create the fused operator from ``(kernel, bias)`` and delete the branches."""
         raise NotImplementedError
+
+    def _make_fused_conv(self) -> nn.Conv2d:
+        """The (uninitialised) fused conv with bias, from the block's attributes
+        ``in_channels, out_channels, kernel_size, stride, padding, dilation, groups`` and
+        ``padding_mode`` (``'zeros'`` when absent); blocks of another shape override this."""
+        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
+                         self.padding, self.dilation, self.groups, bias=True,
+                         padding_mode=getattr(self, 'padding_mode', 'zeros'))
+
+    def _install_fused(self, name: str, kernel: Tensor, bias: Tensor,
+                       branches: Iterable[str], fused: Optional[nn.Module] = None) -> None:
+        """Load ``(kernel, bias)`` into ``fused`` and make it the block's ``name`` submodule.
+
+        ``fused`` (default :meth:`_make_fused_conv`) is moved to the device and dtype of
+        ``kernel`` and put in the block's train/eval mode; the training-time ``branches``
+        (attribute names; absent ones are skipped) are deleted first, so ``name`` may be one
+        of them.
+        """
+        fused = (self._make_fused_conv() if fused is None else fused).to(
+            device=kernel.device, dtype=kernel.dtype)
+        fused.weight.copy_(kernel)
+        fused.bias.copy_(bias)
+        fused.train(self.training)
+        for branch in branches:
+            if hasattr(self, branch):
+                delattr(self, branch)
+        setattr(self, name, fused)
 
     @torch.no_grad()
     def switch_to_deploy(self) -> None:

@@ -34,3 +34,12 @@ def relative_error(reference: torch.Tensor, candidate: torch.Tensor) -> float:
     """``max|a - b| / max|a|`` in float64."""
     a, b = reference.detach().double(), candidate.detach().double()
     return ((a - b).abs().max() / a.abs().max()).item()
+
+
+@pytest.fixture(scope='session')
+def data_root(tmp_path_factory) -> str:
+    """The digits tree (32 px, split seed 0) the tool and training tests read; written once."""
+    from rep_mm.datasets import prepare_digits
+    root = tmp_path_factory.mktemp('data') / 'digits'
+    prepare_digits(root, size=32, seed=0)
+    return str(root)

@@ -313,7 +313,7 @@ def _extract_scales_hostile(d):
 
 
 CLI_CASES = {
-    'convert_output_is_the_input': (_cli_convert_onto_input, 'is the same file as input'),
+    'convert_output_is_the_input': (_cli_convert_onto_input, 'is the same file as the input'),
     'convert_output_exists': (_cli_existing_output, 'exists; pass --overwrite'),
     'convert_bad_shape': (lambda d: ['convert', cls_config(d), training_checkpoint(d),
                                      str(Path(d) / 'o.pth'), '--shape', '1x3x32'],

@@ -12,13 +12,14 @@ statistically equivalent). The learning-rate schedule (warmup + cosine) is part 
 resumed state. For RepOptimizer the grad-mult map is rebuilt from the scales file on resume
 (not re-initialised: RepOptInitHook skips a resumed run), keyed by the resumed parameters.
 """
-import importlib.util
 from pathlib import Path
 
 import pytest
 import torch
 
 from rep_mm.checkpoint import load_checkpoint_file
+
+from .helpers import load_train_tool, random_scales_file
 
 REPO = Path(__file__).resolve().parents[1]
 REPVGG = REPO / 'configs' / 'repvgg' / 'repvgg-tiny_1xb32_digits.py'
@@ -55,21 +56,6 @@ def restore_determinism():
     enabled = torch.are_deterministic_algorithms_enabled()
     yield
     torch.use_deterministic_algorithms(enabled)
-
-
-def load_train_tool():
-    spec = importlib.util.spec_from_file_location('rep_mm_tools_train', REPO / 'tools' / 'train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    from rep_mm.datasets import prepare_digits
-    root = tmp_path_factory.mktemp('data') / 'digits'
-    prepare_digits(root, size=32, seed=0)
-    return str(root)
 
 
 def write_config(directory, name, base, data_root, iters, extra=''):
@@ -124,18 +110,9 @@ def test_repvgg_resume_is_exact(tmp_path, data_root):
 
 @pytest.fixture(scope='module')
 def scales_path(tmp_path_factory):
-    from mmengine.config import Config
-
-    from rep_mm.backbones import RepOptVGG
     if not REPOPT.exists():
         pytest.skip(f'{REPOPT} not present')
-    hs = RepOptVGG(dict(Config.fromfile(str(REPOPT)).model.backbone.arch), mode='hs')
-    generator = torch.Generator().manual_seed(11)
-    scales = {k: torch.rand(v.shape, generator=generator) + 0.5
-              for k, v in hs.state_dict().items() if '.scale_' in k}
-    path = tmp_path_factory.mktemp('scales') / 'scales.pth'
-    torch.save(scales, path)
-    return str(path)
+    return random_scales_file(REPOPT, tmp_path_factory.mktemp('scales'), seed=11)
 
 
 def test_repoptimizer_resume_is_exact_and_keeps_the_grad_mults(tmp_path, data_root,

@@ -14,15 +14,12 @@ globals a Runner checkpoint needs, its keys are checked against the model *befor
 (mmengine's ``load_from`` only warns about mismatches and would test a half-random model), and
 then the Runner loads it inside the same narrow allow-list.
 """
-import json
-import os
 import os.path as osp
 import sys
-import tempfile
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
-from train import (build_runner, load_config, prepare_cpu_distributed,  # noqa: E402
-                   safe_checkpoint_loading)
+from train import (build_runner, load_config, parse_runner_args,  # noqa: E402
+                   prepare_cpu_distributed, safe_checkpoint_loading)
 
 import torch  # noqa: E402
 
@@ -31,27 +28,16 @@ HOOK_TYPE = 'rep_mm.ReparameterizeHook'
 
 def parse_args(argv=None):
     import argparse
-
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(description='Test a checkpoint with mmengine\'s Runner')
     parser.add_argument('config', help='config file')
     parser.add_argument('checkpoint', help='checkpoint file (training form, or deploy form '
                         'with a deploy=True config)')
     parser.add_argument('--work-dir', help='where logs go (default: cfg.work_dir, else '
                         './work_dirs/<config name>)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
-                        help='override config entries, e.g. data_root=data/digits')
     parser.add_argument('--no-deploy', action='store_true',
                         help='test the training-time model (no ReparameterizeHook)')
     parser.add_argument('--out', help='also write the metrics as JSON to this file')
-    parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
-                        help='job launcher (pytorch = torchrun)')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0,
-                        help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if 'LOCAL_RANK' not in os.environ:
-        os.environ['LOCAL_RANK'] = str(args.local_rank)
-    return args
+    return parse_runner_args(parser, argv, 'override config entries, e.g. data_root=data/digits')
 
 
 def is_reparameterize_hook(hook) -> bool:
@@ -107,22 +93,6 @@ def check_checkpoint_fits(model: torch.nn.Module, path: str) -> None:
     raise SystemExit('\n'.join(lines))
 
 
-def write_json_atomic(obj, path: str) -> None:
-    """Write ``obj`` as JSON through a temp file in the same directory and ``os.replace``."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(handle, 'w') as stream:
-            json.dump(obj, stream, indent=2, sort_keys=True)
-            stream.write('\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def main(argv=None) -> int:
     args = parse_args(argv)
     if not osp.isfile(args.checkpoint):
@@ -143,6 +113,7 @@ def main(argv=None) -> int:
     with safe_checkpoint_loading():
         metrics = runner.test()
     if args.out and runner.rank == 0:
+        from rep_mm.demo_utils import write_json_atomic
         write_json_atomic({k: float(v) if isinstance(v, (int, float)) else v
                            for k, v in metrics.items()}, args.out)
     return 0

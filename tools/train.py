@@ -29,9 +29,16 @@ def parse_args(argv=None):
     parser.add_argument('--resume', nargs='?', type=str, const='auto', default=None,
                         help='resume from CKPT, or from the latest checkpoint of the work dir '
                         'when no path is given')
+    return parse_runner_args(parser, argv, 'override config entries, e.g. '
+                             'data_root=data/digits train_cfg.max_epochs=2')
+
+
+def parse_runner_args(parser: argparse.ArgumentParser, argv,
+                      cfg_options_help: str) -> argparse.Namespace:
+    """Add what every Runner tool takes (``--cfg-options``, ``--launcher`` and torchrun's
+    ``--local_rank``), parse ``argv`` and export ``LOCAL_RANK`` if the launcher did not."""
     parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
-                        help='override config entries, e.g. data_root=data/digits '
-                        'train_cfg.max_epochs=2')
+                        help=cfg_options_help)
     parser.add_argument('--launcher', choices=['none', 'pytorch'], default='none',
                         help='job launcher (pytorch = torchrun)')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0,

@@ -1,8 +1,8 @@
 """What every rep_mm backbone shares: stage freezing, norm_eval, and the deploy protocol."""
-from typing import Sequence, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 from mmengine.model import BaseModule
-from torch import Tensor
+from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..reparam import reparameterize
@@ -83,6 +83,65 @@ class ReparamBackbone(BaseModule):
                 if isinstance(module, _BatchNorm):
                     module.eval()
         return self
+
+
+class VGGLayoutBackbone(ReparamBackbone):
+    """A stem block ``stage0`` then ``stage1..stage4`` (``nn.Sequential``; the first block of a
+    stage strides): RepVGG, OREPA-RepVGG and RepOpt-VGG."""
+
+    stage_names = ('stage0', 'stage1', 'stage2', 'stage3', 'stage4')
+    out_stage_names = ('stage1', 'stage2', 'stage3', 'stage4')
+
+    def _add_vgg_stages(self, make_block: Callable[[int, int, int, int, int], nn.Module],
+                        in_channels: int, arch: dict, base_channels: Sequence[int],
+                        strides: Sequence[int]) -> int:
+        """Build the VGG layout ``stage0`` (stem) + ``stage1..stage4`` (``nn.Sequential``).
+
+        The stem has ``min(64, int(64 * w_0))`` channels; stage ``s`` (1..4) has
+        ``arch['num_blocks'][s - 1]`` blocks of ``int(base_channels[s - 1] * w_{s-1})``
+        channels (``w = arch['width_factor']``), the first with stride ``strides[s]``.
+        ``make_block(in_ch, out_ch, stride, stage, layer_index)`` builds one block (stage 0 and
+        layer index 0 are the stem; layer indices count blocks in forward order). Sets
+        ``self.out_channels`` (widths of stage1..4) and returns the last width.
+        """
+        channels = min(64, int(64 * arch['width_factor'][0]))
+        self.stage0 = make_block(in_channels, channels, strides[0], 0, 0)
+        layer_index = 1
+        self.out_channels: Tuple[int, ...] = ()
+        for stage, name in enumerate(self.out_stage_names):
+            width = int(base_channels[stage] * arch['width_factor'][stage])
+            blocks = []
+            for i in range(arch['num_blocks'][stage]):
+                blocks.append(make_block(channels, width, strides[stage + 1] if i == 0 else 1,
+                                         stage + 1, layer_index))
+                layer_index, channels = layer_index + 1, width
+            self.add_module(name, nn.Sequential(*blocks))
+            self.out_channels += (width,)
+        return channels
+
+
+def check_vgg_layout(arch: dict, strides: Sequence[int], base_channels: Sequence[int],
+                     dilations: Optional[Sequence[int]] = None) -> None:
+    """Check a stem + 4-stage VGG layout: ``arch['num_blocks']`` (4 positive ints) and
+    ``arch['width_factor']`` (4 positive numbers), 5 ``strides`` (and ``dilations`` when
+    given), 4 ``base_channels``."""
+    for key in ('num_blocks', 'width_factor'):
+        if len(arch[key]) != 4:
+            raise ValueError(f'arch[{key!r}] must have 4 entries (stage1..4), got {arch[key]}')
+    if not all(isinstance(n, int) and n >= 1 for n in arch['num_blocks']) or \
+            not all(w > 0 for w in arch['width_factor']):
+        raise ValueError(f"arch['num_blocks'] must be positive ints and arch['width_factor'] "
+                         f"positive numbers; got num_blocks={list(arch['num_blocks'])}, "
+                         f"width_factor={list(arch['width_factor'])}")
+    if dilations is None:
+        if len(strides) != 5 or len(base_channels) != 4:
+            raise ValueError(f'strides needs 5 entries (stem + 4 stages) and base_channels 4; '
+                             f'got strides={tuple(strides)}, '
+                             f'base_channels={tuple(base_channels)}')
+    elif len(strides) != 5 or len(dilations) != 5 or len(base_channels) != 4:
+        raise ValueError(f'strides and dilations need 5 entries (stem + 4 stages) and '
+                         f'base_channels 4; got strides={tuple(strides)}, '
+                         f'dilations={tuple(dilations)}, base_channels={tuple(base_channels)}')
 
 
 def validate_arch(arch, arch_settings: dict, required_keys: Sequence[str], family: str) -> dict:

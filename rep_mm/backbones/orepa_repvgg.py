@@ -7,19 +7,17 @@ an identity BN). Names follow the official ``RepVGG_OREPA`` models, so the relea
 load with ``strict=True`` (backbone part; the classifier ``linear`` belongs to the head). At
 deploy every block is one conv with bias (``rbr_reparam``).
 """
-from typing import Optional, Sequence, Tuple
-
-from torch import nn
+from typing import Optional, Sequence
 
 from ..blocks import OREPARepVGGBlock
 from ..registry import MODELS
-from .base import ReparamBackbone, validate_arch
+from .base import VGGLayoutBackbone, check_vgg_layout, validate_arch
 
 _A = (2, 4, 14, 1)
 
 
 @MODELS.register_module()
-class OREPARepVGG(ReparamBackbone):
+class OREPARepVGG(VGGLayoutBackbone):
     """RepVGG whose blocks carry an online re-parameterized (OREPA) dense branch.
 
     Args:
@@ -46,8 +44,6 @@ class OREPARepVGG(ReparamBackbone):
         'A1': dict(num_blocks=_A, width_factor=(1, 1, 1, 2.5)),
         'A2': dict(num_blocks=_A, width_factor=(1.5, 1.5, 1.5, 2.75)),
     }
-    stage_names = ('stage0', 'stage1', 'stage2', 'stage3', 'stage4')
-    out_stage_names = ('stage1', 'stage2', 'stage3', 'stage4')
 
     def __init__(self, arch='A0', in_channels: int = 3,
                  base_channels: Sequence[int] = (64, 128, 256, 512),
@@ -59,31 +55,14 @@ class OREPARepVGG(ReparamBackbone):
         super().__init__(init_cfg=init_cfg)
         arch = validate_arch(arch, self.arch_settings, ('num_blocks', 'width_factor'),
                              'OREPARepVGG')
-        for key in ('num_blocks', 'width_factor'):
-            if len(arch[key]) != 4:
-                raise ValueError(f'arch[{key!r}] must have 4 entries (stage1..4), got {arch[key]}')
-        if len(strides) != 5 or len(dilations) != 5 or len(base_channels) != 4:
-            raise ValueError(f'strides and dilations need 5 entries (stem + 4 stages) and '
-                             f'base_channels 4; got strides={tuple(strides)}, '
-                             f'dilations={tuple(dilations)}, base_channels={tuple(base_channels)}')
+        check_vgg_layout(arch, strides, base_channels, dilations)
         self.arch = arch
         self.out_indices = self._check_out_indices(out_indices)
         self.frozen_stages, self.norm_eval, self.deploy = frozen_stages, norm_eval, deploy
         block_cfg = dict(deploy=deploy, use_se=use_se, norm_cfg=norm_cfg)
 
-        stem_channels = min(64, int(64 * arch['width_factor'][0]))
-        self.stage0 = OREPARepVGGBlock(in_channels, stem_channels, 3, stride=strides[0],
-                                       dilation=dilations[0], **block_cfg)
-        channels = stem_channels
-        self.out_channels: Tuple[int, ...] = ()
-        for stage, name in enumerate(self.out_stage_names):
-            width = int(base_channels[stage] * arch['width_factor'][stage])
-            blocks = []
-            for i in range(arch['num_blocks'][stage]):
-                blocks.append(OREPARepVGGBlock(
-                    channels, width, 3, stride=strides[stage + 1] if i == 0 else 1,
-                    dilation=dilations[stage + 1], **block_cfg))
-                channels = width
-            self.add_module(name, nn.Sequential(*blocks))
-            self.out_channels += (width,)
+        self._add_vgg_stages(
+            lambda cin, cout, stride, stage, index: OREPARepVGGBlock(
+                cin, cout, 3, stride=stride, dilation=dilations[stage], **block_cfg),
+            in_channels, arch, base_channels, strides)
         self._freeze_stages()

@@ -56,13 +56,8 @@ class ConvBNLayer(ReparamBlock):
     def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
         old = self.conv
         fused = nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride,
-                          old.padding, old.dilation, old.groups, bias=True).to(
-                              device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        fused.train(self.training)
-        del self.bn
-        self.conv = fused
+                          old.padding, old.dilation, old.groups, bias=True)
+        self._install_fused('conv', kernel, bias, ('bn',), fused)
 
 
 def build_conv_bn(conv_type: str, in_channels: int, out_channels: int, kernel_size: int,

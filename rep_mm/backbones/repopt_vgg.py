@@ -7,20 +7,20 @@ RepOptAdamW and deploys unchanged), ``'hs'`` (Hyper-Search, trainable scales) or
 (constant scales). Names follow the official code, so the released target / hs checkpoints and
 ``*-scales.pth`` files match key for key.
 """
-from typing import Dict, Mapping, Optional, Sequence, Tuple
+from typing import Dict, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..blocks.csla import RepOptVGGBlock, check_mode
 from ..registry import MODELS
-from .base import ReparamBackbone, validate_arch
+from .base import VGGLayoutBackbone, check_vgg_layout, validate_arch
 
 _B, _L = (4, 6, 16, 1), (8, 14, 24, 1)
 
 
 @MODELS.register_module()
-class RepOptVGG(ReparamBackbone):
+class RepOptVGG(VGGLayoutBackbone):
     """RepOpt-VGG B1 / B2 / L1 / L2 or a custom arch.
 
     Args:
@@ -47,8 +47,6 @@ class RepOptVGG(ReparamBackbone):
         'L1': dict(num_blocks=_L, width_factor=(2, 2, 2, 4)),
         'L2': dict(num_blocks=_L, width_factor=(2.5, 2.5, 2.5, 5)),
     }
-    stage_names = ('stage0', 'stage1', 'stage2', 'stage3', 'stage4')
-    out_stage_names = ('stage1', 'stage2', 'stage3', 'stage4')
 
     def __init__(self, arch='B1', mode: str = 'target', in_channels: int = 3,
                  base_channels: Sequence[int] = (64, 128, 256, 512),
@@ -58,30 +56,16 @@ class RepOptVGG(ReparamBackbone):
         super().__init__(init_cfg=init_cfg)
         arch = validate_arch(arch, self.arch_settings, ('num_blocks', 'width_factor'),
                              'RepOptVGG')
-        for key in ('num_blocks', 'width_factor'):
-            if len(arch[key]) != 4:
-                raise ValueError(f'arch[{key!r}] must have 4 entries, got {arch[key]}')
-        if len(strides) != 5 or len(base_channels) != 4:
-            raise ValueError(f'strides needs 5 entries (stem + 4 stages) and base_channels 4, '
-                             f'got {tuple(strides)} and {tuple(base_channels)}')
+        check_vgg_layout(arch, strides, base_channels)
         self.arch, self.mode = arch, check_mode(mode)
         self.out_indices = self._check_out_indices(out_indices)
         self.frozen_stages, self.norm_eval, self.deploy = frozen_stages, norm_eval, deploy
         block_cfg = dict(mode=mode, norm_cfg=norm_cfg, deploy=deploy)
 
-        channels = min(64, int(64 * arch['width_factor'][0]))
-        self.stage0 = RepOptVGGBlock(in_channels, channels, stride=strides[0], **block_cfg)
-        self.out_channels: Tuple[int, ...] = ()
-        for stage, name in enumerate(self.out_stage_names):
-            width = int(base_channels[stage] * arch['width_factor'][stage])
-            blocks = []
-            for i in range(arch['num_blocks'][stage]):
-                blocks.append(RepOptVGGBlock(channels, width,
-                                             stride=strides[stage + 1] if i == 0 else 1,
-                                             **block_cfg))
-                channels = width
-            self.add_module(name, nn.Sequential(*blocks))
-            self.out_channels += (width,)
+        channels = self._add_vgg_stages(
+            lambda cin, cout, stride, stage, index: RepOptVGGBlock(cin, cout, stride=stride,
+                                                                   **block_cfg),
+            in_channels, arch, base_channels, strides)
         self.num_classes = num_classes
         if num_classes > 0:
             self.gap = nn.AdaptiveAvgPool2d(1)

@@ -96,11 +96,6 @@ class ACBlock(ReparamBlock):
                 if bn.weight is not None:
                     nn.init.constant_(bn.weight, gamma_init)
 
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, self.dilation, self.groups, bias=True,
-                         padding_mode=self.padding_mode)
-
     def forward(self, x: Tensor) -> Tensor:
         if self.deploy:
             return self.nonlinear(self.fused_conv(x))
@@ -120,13 +115,8 @@ class ACBlock(ReparamBlock):
                              fuse_bn(self.hor_conv.weight, self.hor_bn)], self.kernel_size)
 
     def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        fused.train(self.training)
-        for name in ('square_conv', 'square_bn', 'ver_conv', 'hor_conv', 'ver_bn', 'hor_bn'):
-            delattr(self, name)
-        self.fused_conv = fused
+        self._install_fused('fused_conv', kernel, bias, ('square_conv', 'square_bn', 'ver_conv',
+                                                         'hor_conv', 'ver_bn', 'hor_bn'))
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, k={self.kernel_size}, '

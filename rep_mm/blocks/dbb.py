@@ -154,10 +154,6 @@ class DiverseBranchBlock(ReparamBlock):
         if single_init:
             self.single_init()
 
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, self.dilation, self.groups, bias=True)
-
     @torch.no_grad()
     def single_init(self) -> None:
         """Zero the BN weights of every branch but the origin: the block starts as conv-BN."""
@@ -205,14 +201,8 @@ class DiverseBranchBlock(ReparamBlock):
         return sum_branches(branches, self.kernel_size)
 
     def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        fused.train(self.training)
-        for name in ('dbb_origin', 'dbb_1x1', 'dbb_avg', 'dbb_1x1_kxk'):
-            if hasattr(self, name):
-                delattr(self, name)
-        self.dbb_reparam = fused
+        self._install_fused('dbb_reparam', kernel, bias,
+                            ('dbb_origin', 'dbb_1x1', 'dbb_avg', 'dbb_1x1_kxk'))
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, k={self.kernel_size}, '

@@ -15,7 +15,7 @@ never run on data: each step builds the kernel (``weight_gen``) and runs one con
 ``conv(x; fuse_bn(W, BN))``. Kernels are composed by :mod:`rep_mm.fusion`.
 """
 import math
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -165,7 +165,43 @@ class OREPAWeightGenerator(OREPAKernelMixin, nn.Module):
         return self.weight_gen()
 
 
-class OREPA(OREPAKernelMixin, ReparamBlock):
+class GeneratedKernelBlock(ReparamBlock):
+    """Base of the blocks that build their kernel at every step: ``y = act(BN(conv(x, W)))``.
+
+    ``W = weight_gen()`` (``(C_out, C_in // g, k, k)``); deploy form: the conv ``fused_name``
+    with ``(K, b) = fuse_bn(W, BN)``. Subclasses set ``fused_name`` and define ``weight_gen``,
+    ``_generator_names()`` (what the deploy form deletes, besides ``bn``), ``stride``,
+    ``padding``, ``dilation``, ``groups``, ``bn`` and ``nonlinear``.
+    """
+
+    fused_name: str = ''
+
+    def _generator_names(self) -> List[str]:
+        raise NotImplementedError
+
+    def _generator_dtype(self) -> torch.dtype:
+        """The dtype whose fusion dtype (at least float32) ``W`` is generated in."""
+        return self.vector.dtype
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.deploy:
+            return self.nonlinear(getattr(self, self.fused_name)(x))
+        out = F.conv2d(x, self.weight_gen(), None, self.stride, self.padding, self.dilation,
+                       self.groups)
+        return self.nonlinear(self.bn(out))
+
+    def equivalent_kernel_bias(self) -> KernelBias:
+        """``fuse_bn(W, BN)``, computed in at least float32; differentiable."""
+        if self.deploy:
+            fused = getattr(self, self.fused_name)
+            return fused.weight, fused.bias
+        return fuse_bn(self.weight_gen(fusion_dtype(self._generator_dtype())), self.bn)
+
+    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
+        self._install_fused(self.fused_name, kernel, bias, self._generator_names() + ['bn'])
+
+
+class OREPA(OREPAKernelMixin, GeneratedKernelBlock):
     """The OREPA kxk block (official class ``OREPA``), official parameter names.
 
     Keys: ``weight_orepa_*``, ``vector`` (6 x C_out), ``id_tensor``, ``bn``; deploy:
@@ -213,31 +249,10 @@ class OREPA(OREPAKernelMixin, ReparamBlock):
                                 init_hyper_gamma, single_init)
         self.bn = build_batch_norm(norm_cfg, out_channels)
 
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, self.dilation, self.groups, bias=True)
+    fused_name = 'orepa_reparam'
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.deploy:
-            return self.nonlinear(self.orepa_reparam(x))
-        out = F.conv2d(x, self.weight_gen(), None, self.stride, self.padding, self.dilation,
-                       self.groups)
-        return self.nonlinear(self.bn(out))
-
-    def equivalent_kernel_bias(self) -> KernelBias:
-        """``fuse_bn(W, BN)``, computed in at least float32; differentiable."""
-        if self.deploy:
-            return self.orepa_reparam.weight, self.orepa_reparam.bias
-        return fuse_bn(self.weight_gen(fusion_dtype(self.vector.dtype)), self.bn)
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        fused.train(self.training)
-        for name in self._orepa_param_names() + ['bn']:
-            delattr(self, name)
-        self.orepa_reparam = fused
+    def _generator_names(self) -> List[str]:
+        return self._orepa_param_names()
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, k={self.kernel_size}, '

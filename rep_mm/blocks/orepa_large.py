@@ -10,18 +10,15 @@ then one conv + BN. The original chains them by *correlating* the kernels (no 18
 which is the exact composition of stacked convs whose later kernels are flipped; rep_mm keeps
 that parametrisation so released weights compute the same function.
 """
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
 
-from ..fusion import (KernelBias, compose_1x1_kxk, compose_kernels, fuse_bn, fusion_dtype,
-                      identity_kernel)
-from ..reparam import ReparamBlock
+from ..fusion import compose_1x1_kxk, compose_kernels, identity_kernel
 from .conv_bn import build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
-from .orepa import OREPAWeightGenerator
+from .orepa import GeneratedKernelBlock, OREPAWeightGenerator
 
 
 def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
@@ -30,7 +27,7 @@ def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
                          f'divisible by groups ({groups})')
 
 
-class OREPA1x1(ReparamBlock):
+class OREPA1x1(GeneratedKernelBlock):
     """The OREPA 1x1 block (official ``OREPA_1x1``), official parameter names.
 
     Keys: ``weight_or1x1_origin``, ``weight_or1x1_l2i_conv1``, ``weight_or1x1_l2i_conv2``,
@@ -93,30 +90,14 @@ class OREPA1x1(ReparamBlock):
                                  self.weight_or1x1_l2i_conv2.to(dtype), self.groups)
         return self.weight_or1x1_origin.to(dtype) * vector[0] + seq.to(dtype) * vector[1]
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.deploy:
-            return self.nonlinear(self.or1x1_reparam(x))
-        out = F.conv2d(x, self.weight_gen(), None, self.stride, self.padding, self.dilation,
-                       self.groups)
-        return self.nonlinear(self.bn(out))
+    fused_name = 'or1x1_reparam'
 
-    def equivalent_kernel_bias(self) -> KernelBias:
-        if self.deploy:
-            return self.or1x1_reparam.weight, self.or1x1_reparam.bias
-        return fuse_bn(self.weight_gen(fusion_dtype(self.vector.dtype)), self.bn)
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        fused.train(self.training)
-        for name in ('weight_or1x1_origin', 'weight_or1x1_l2i_conv1', 'weight_or1x1_l2i_conv2',
-                     'vector', 'bn'):
-            delattr(self, name)
-        self.or1x1_reparam = fused
+    def _generator_names(self) -> List[str]:
+        return ['weight_or1x1_origin', 'weight_or1x1_l2i_conv1', 'weight_or1x1_l2i_conv2',
+                'vector']
 
 
-class OREPALargeConv(ReparamBlock):
+class OREPALargeConv(GeneratedKernelBlock):
     """OREPA large-kernel block (official ``OREPA_LargeConv``), official parameter names.
 
     Keys: ``weight0`` .. ``weight{n-1}`` (OREPA 3x3 generators, ``n = (k - 1) / 2``), ``bn``;
@@ -157,10 +138,6 @@ class OREPALargeConv(ReparamBlock):
                 in_channels if i == 0 else out_channels, out_channels, 3, groups))
         self.bn = build_batch_norm(norm_cfg, out_channels)
 
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, self.dilation, self.groups, bias=True)
-
     def weight_gen(self, dtype: Optional[torch.dtype] = None) -> Tensor:
         """The chained kernel (module docstring), ``(C_out, C_in // g, k, k)``."""
         weight = self.weight0.weight_gen(dtype)
@@ -169,24 +146,10 @@ class OREPALargeConv(ReparamBlock):
             weight = compose_kernels(weight, following.flip(-2, -1), self.groups)
         return weight
 
-    def forward(self, x: Tensor) -> Tensor:
-        if self.deploy:
-            return self.nonlinear(self.or_large_reparam(x))
-        out = F.conv2d(x, self.weight_gen(), None, self.stride, self.padding, self.dilation,
-                       self.groups)
-        return self.nonlinear(self.bn(out))
+    fused_name = 'or_large_reparam'
 
-    def equivalent_kernel_bias(self) -> KernelBias:
-        if self.deploy:
-            return self.or_large_reparam.weight, self.or_large_reparam.bias
-        return fuse_bn(self.weight_gen(fusion_dtype(self.bn.running_var.dtype)), self.bn)
+    def _generator_names(self) -> List[str]:
+        return [f'weight{i}' for i in range(self.layers)]
 
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        fused.train(self.training)
-        for i in range(self.layers):
-            delattr(self, f'weight{i}')
-        del self.bn
-        self.or_large_reparam = fused
+    def _generator_dtype(self) -> torch.dtype:
+        return self.bn.running_var.dtype

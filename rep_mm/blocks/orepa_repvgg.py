@@ -13,11 +13,11 @@ from typing import Optional
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..fusion import KernelBias, fuse_bn, fusion_dtype, identity_kernel, sum_branches
-from ..reparam import ReparamBlock
+from ..fusion import KernelBias, fuse_bn, fusion_dtype
 from .conv_bn import ConvBN, build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
 from .orepa import OREPAKernelMixin
+from .repvgg import RepVGGStyleBlock, check_centre_padding
 from .se import SEBlock
 
 
@@ -47,7 +47,7 @@ class OREPA3x3RepVGG(OREPAKernelMixin, nn.Module):
         return fuse_bn(self.weight_gen(fusion_dtype(self.vector.dtype)), self.bn)
 
 
-class OREPARepVGGBlock(ReparamBlock):
+class OREPARepVGGBlock(RepVGGStyleBlock):
     """RepVGG block with an OREPA dense branch (official ``RepVGGBlock_OREPA``).
 
     Keys: ``rbr_identity`` (BN), ``rbr_dense`` (:class:`OREPA3x3RepVGG`), ``rbr_1x1``
@@ -74,16 +74,9 @@ class OREPARepVGGBlock(ReparamBlock):
                  nonlinear: Nonlinear = 'ReLU', internal_channels_1x1_3x3: Optional[int] = None,
                  norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
-        if kernel_size % 2 == 0:
-            raise ValueError(f'kernel_size must be odd, got {kernel_size}')
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must '
-                             f'be divisible by groups ({groups})')
+        padding = check_centre_padding(in_channels, out_channels, kernel_size, padding,
+                                       dilation, groups)
         centre = dilation * (kernel_size // 2)
-        padding = centre if padding is None else padding
-        if padding < centre:
-            raise ValueError(f'padding ({padding}) must be at least dilation * (kernel_size // 2) '
-                             f'= {centre} so that the 1x1 branch aligns with the centre')
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.groups = dilation, groups
@@ -100,10 +93,6 @@ class OREPARepVGGBlock(ReparamBlock):
         self.rbr_1x1 = ConvBN(in_channels, out_channels, 1, stride, padding - centre,
                               groups=groups, norm_cfg=norm_cfg)
 
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.out_channels, self.kernel_size, self.stride,
-                         self.padding, self.dilation, self.groups, bias=True)
-
     def forward(self, x: Tensor) -> Tensor:
         if self.deploy:
             out = self.rbr_reparam(x)
@@ -112,26 +101,6 @@ class OREPARepVGGBlock(ReparamBlock):
             if self.rbr_identity is not None:
                 out = out + self.rbr_identity(x)
         return self.nonlinearity(self.se(out))
-
-    def equivalent_kernel_bias(self) -> KernelBias:
-        if self.deploy:
-            return self.rbr_reparam.weight, self.rbr_reparam.bias
-        branches = [self.rbr_dense.fused_kernel_bias(), self.rbr_1x1.fused_kernel_bias()]
-        if self.rbr_identity is not None:
-            weight = self.rbr_1x1.conv.weight
-            eye = identity_kernel(self.in_channels, self.groups, 1, dtype=weight.dtype,
-                                  device=weight.device)
-            branches.append(fuse_bn(eye, self.rbr_identity))
-        return sum_branches(branches, self.kernel_size)
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        fused.train(self.training)
-        for name in ('rbr_dense', 'rbr_1x1', 'rbr_identity'):
-            delattr(self, name)
-        self.rbr_reparam = fused
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, k={self.kernel_size}, '

@@ -66,6 +66,22 @@ class ConvBnAct(nn.Module):
         return self.act1(self.bn1(self.conv(x)))
 
 
+def ghost_primary_conv(in_channels: int, out_channels: int, relu: bool,
+                       norm_cfg: Optional[dict]) -> nn.Sequential:
+    """The ghost modules' ``primary_conv``: 1x1 conv (no bias), BN, ReLU (or an empty
+    ``nn.Sequential`` when ``relu`` is False, as the official code); keys ``0.weight``, ``1.*``."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False),
+        build_batch_norm(norm_cfg, out_channels),
+        nn.ReLU(inplace=True) if relu else nn.Sequential())
+
+
+def depthwise_fused_conv(channels: int, kernel_size: int) -> nn.Conv2d:
+    """The deploy form of a ghost module's cheap operation: a same-size depthwise conv with bias."""
+    return nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2, groups=channels,
+                     bias=True)
+
+
 class RepGhostModule(ReparamBlock):
     """The structural RepGhost module (module docstring), official names.
 
@@ -85,10 +101,7 @@ class RepGhostModule(ReparamBlock):
                  norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
         super().__init__()
         self.out_channels, self.dw_size, self.deploy = out_channels, dw_size, deploy
-        self.primary_conv = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False),
-            build_batch_norm(norm_cfg, out_channels),
-            nn.ReLU(inplace=True) if relu else nn.Sequential())
+        self.primary_conv = ghost_primary_conv(in_channels, out_channels, relu, norm_cfg)
         if deploy:
             self.cheap_operation = self._make_fused_conv()
         else:
@@ -100,8 +113,7 @@ class RepGhostModule(ReparamBlock):
         self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
 
     def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.out_channels, self.out_channels, self.dw_size, 1, self.dw_size // 2,
-                         groups=self.out_channels, bias=True)
+        return depthwise_fused_conv(self.out_channels, self.dw_size)
 
     def forward(self, x: Tensor) -> Tensor:
         x1 = self.primary_conv(x)
@@ -121,11 +133,7 @@ class RepGhostModule(ReparamBlock):
                              fuse_bn(eye, self.fusion_bn[0])], self.dw_size)
 
     def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        del self.fusion_bn
-        self.cheap_operation = fused
+        self._install_fused('cheap_operation', kernel, bias, ('fusion_bn',))
 
 
 GhostFactory = Callable[..., nn.Module]  # (in_channels, out_channels, relu=...) -> module

@@ -131,13 +131,8 @@ class RepMLPBlock(ReparamBlock):
     def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
         features = self.h * self.w * self.num_sharesets
         fused = nn.Conv2d(features, features, 1, bias=True, groups=self.num_sharesets)
-        fused = fused.to(device=kernel.device, dtype=kernel.dtype).train(self.training)
-        fused.weight.copy_(kernel)
-        fused.bias.copy_(bias)
-        for k in self.reparam_conv_k:
-            delattr(self, f'repconv{k}')
-        del self.fc3, self.fc3_bn
-        self.fc3 = fused
+        branches = [f'repconv{k}' for k in self.reparam_conv_k] + ['fc3', 'fc3_bn']
+        self._install_fused('fc3', kernel, bias, branches, fused)
         self.fc3_bn = nn.Identity()
 
     @torch.no_grad()

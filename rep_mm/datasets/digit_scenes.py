@@ -30,13 +30,12 @@ import argparse
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ._tree import write_or_reuse_tree
 
 __all__ = ['prepare_digit_scenes', 'DigitScenesError', 'SCENE_CLASSES', 'SCENE_PALETTE',
            'DIGIT_CATEGORIES', 'SCENE_SPLITS']
@@ -264,32 +263,8 @@ def prepare_digit_scenes(out_dir, num_train: int = 2000, num_val: int = 200, siz
     """
     _check_args(num_train, num_val, size, seed, max_digits)
     params = _parameters(num_train, num_val, size, seed, max_digits)
-    root = Path(out_dir).expanduser().absolute()
-    if root.exists() and not root.is_dir():
-        raise DigitScenesError(f'out_dir {root} exists and is not a directory')
-    if root.is_dir() and any(root.iterdir()):
-        return dict(_check_existing(root, params), root=str(root), reused=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.', suffix='.tmp', dir=root.parent))
-    try:
-        manifest = _write_tree(tmp, params)
-        os.chmod(tmp, 0o777 & ~_current_umask())
-        try:
-            os.replace(tmp, root)  # atomic; also replaces an empty directory
-        except OSError:
-            if root.is_dir() and any(root.iterdir()):  # another process finished first
-                return dict(_check_existing(root, params), root=str(root), reused=True)
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dict(manifest, root=str(root), reused=False)
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_or_reuse_tree(out_dir, lambda tmp: _write_tree(tmp, params),
+                               lambda root: _check_existing(root, params), DigitScenesError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

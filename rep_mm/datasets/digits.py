@@ -25,13 +25,12 @@ import argparse
 import hashlib
 import io
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+
+from ._tree import write_or_reuse_tree
 
 __all__ = ['prepare_digits', 'DigitsError', 'NUM_DIGITS', 'DIGITS_CLASSES', 'SPLITS']
 
@@ -171,34 +170,9 @@ def prepare_digits(out_dir, size: int = 32, seed: int = 0, test_size: int = 360)
         DigitsError: bad arguments, or ``out_dir`` holds other files or other parameters.
     """
     _check_args(size, seed, test_size)
-    root = Path(out_dir).expanduser().absolute()
-    if root.exists() and not root.is_dir():
-        raise DigitsError(f'out_dir {root} exists and is not a directory')
-    if root.is_dir() and any(root.iterdir()):
-        manifest = _check_existing(root, size, seed, test_size)
-        return dict(manifest, root=str(root), reused=True)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f'.{root.name}.', suffix='.tmp', dir=root.parent))
-    try:
-        manifest = _write_tree(tmp, size, seed, test_size)
-        os.chmod(tmp, 0o777 & ~_umask())
-        try:
-            os.replace(tmp, root)  # atomic; also replaces an empty directory
-        except OSError:
-            if root.is_dir() and any(root.iterdir()):  # another process won the race
-                manifest = _check_existing(root, size, seed, test_size)
-                return dict(manifest, root=str(root), reused=True)
-            raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return dict(manifest, root=str(root), reused=False)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_or_reuse_tree(out_dir, lambda tmp: _write_tree(tmp, size, seed, test_size),
+                               lambda root: _check_existing(root, size, seed, test_size),
+                               DigitsError)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

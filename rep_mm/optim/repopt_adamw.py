@@ -13,20 +13,19 @@ multiplied parameter holds ``grad * M`` after ``step()``. The state
 (``step``, ``exp_avg``, ``exp_avg_sq``) has torch AdamW's layout; the map is never saved.
 """
 import math
-from collections import defaultdict
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Hashable, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from ..registry import OPTIMIZERS
-from .repopt_sgd import check_grad_mult_map
+from .grad_mult import GradMultOptimizerMixin, apply_grad_mults, check_grad_mult_map
 
 __all__ = ['RepOptAdamW']
 
 
 @OPTIMIZERS.register_module()
-class RepOptAdamW(torch.optim.AdamW):
+class RepOptAdamW(GradMultOptimizerMixin, torch.optim.AdamW):
     """AdamW with per-element gradient multipliers (RepOptimizer, arXiv 2205.15242).
 
     Args:
@@ -50,43 +49,23 @@ class RepOptAdamW(torch.optim.AdamW):
                          foreach=foreach)
         self.grad_mult_map = check_grad_mult_map(grad_mult_map, self.param_groups)
 
-    def set_grad_mult_map(self, grad_mult_map: Dict[nn.Parameter, Tensor]) -> None:
-        """Replace the multipliers (e.g. after rebuilding them on resume)."""
-        self.grad_mult_map = check_grad_mult_map(grad_mult_map, self.param_groups)
+    def _bucket_key(self, param: Tensor) -> Hashable:
+        """Set up torch AdamW's state on the first step, count the step; key by the step."""
+        state = self.state[param]
+        if not state:
+            state['step'] = torch.tensor(0.0, dtype=torch.float32)
+            state['exp_avg'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+            state['exp_avg_sq'] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        state['step'] += 1
+        return param.device, param.dtype, int(state['step'].item())
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            buckets = defaultdict(list)
-            for p in group['params']:
-                if p.grad is None:
-                    continue
-                if p.grad.is_sparse:
-                    raise RuntimeError('RepOptAdamW does not support sparse gradients')
-                state = self.state[p]
-                if not state:
-                    state['step'] = torch.tensor(0.0, dtype=torch.float32)
-                    state['exp_avg'] = torch.zeros_like(p, memory_format=torch.preserve_format)
-                    state['exp_avg_sq'] = torch.zeros_like(p,
-                                                           memory_format=torch.preserve_format)
-                state['step'] += 1
-                buckets[(p.device, p.dtype, int(state['step'].item()))].append(p)
-            for (_, _, step), params in buckets.items():
-                self._update(group, params, step, group.get('foreach') is not False)
-        return loss
-
-    def _update(self, group: dict, params: List[Tensor], step: int, foreach: bool) -> None:
+    def _update(self, group: dict, params: List[Tensor], key: Hashable, foreach: bool) -> None:
         lr, wd, eps = group['lr'], group['weight_decay'], group['eps']
         beta1, beta2 = group['betas']
-        mults = self.grad_mult_map
-        with_mult = [p for p in params if p in mults]
-        params = with_mult + [p for p in params if p not in mults]
-        k = len(with_mult)
-        m_list = [mults[p] for p in with_mult]
+        step = key[2]
+        # g = grad * M in p.grad (as the official code), the multiplied first in ``params``
+        params, m_list = apply_grad_mults(params, self.grad_mult_map, foreach)
+        k = len(m_list)
         grads = [p.grad for p in params]
         exp_avgs = [self.state[p]['exp_avg'] for p in params]
         exp_avg_sqs = [self.state[p]['exp_avg_sq'] for p in params]
@@ -94,8 +73,6 @@ class RepOptAdamW(torch.optim.AdamW):
         step_size, bias2_sqrt = lr / bias1, math.sqrt(bias2)
         if not foreach:
             for i, (p, g, m, v) in enumerate(zip(params, grads, exp_avgs, exp_avg_sqs)):
-                if i < k:
-                    g.mul_(m_list[i])
                 p.mul_(1 - lr * wd)
                 m.mul_(beta1).add_(g, alpha=1 - beta1)
                 v.mul_(beta2).addcmul_(g, g, value=1 - beta2)
@@ -103,8 +80,6 @@ class RepOptAdamW(torch.optim.AdamW):
                 numer = m * m_list[i] if i < k else m
                 p.addcdiv_(numer, denom, value=-step_size)
             return
-        if k:
-            torch._foreach_mul_(grads[:k], m_list)  # in p.grad, as the official code
         if wd != 0:
             torch._foreach_mul_(params, 1 - lr * wd)
         torch._foreach_lerp_(exp_avgs, grads, 1 - beta1)

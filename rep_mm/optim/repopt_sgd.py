@@ -16,41 +16,19 @@ official code also overwrites it); other gradients are left untouched. The state
 (``momentum_buffer``) has torch SGD's layout, so checkpoints interchange; the map itself is
 never saved: the constructor rebuilds it.
 """
-from collections import defaultdict
-from typing import Dict, List, Optional
+from typing import Dict, Hashable, List, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..registry import OPTIMIZERS
+from .grad_mult import GradMultOptimizerMixin, apply_grad_mults, check_grad_mult_map
 
 __all__ = ['RepOptSGD', 'check_grad_mult_map']
 
 
-def check_grad_mult_map(grad_mult_map: Optional[Dict[nn.Parameter, Tensor]],
-                        param_groups: List[dict]) -> Dict[nn.Parameter, Tensor]:
-    """Validate a ``{Parameter: multiplier}`` map against the optimizer's parameters."""
-    if grad_mult_map is None:
-        return {}
-    if not isinstance(grad_mult_map, dict):
-        raise TypeError(f'grad_mult_map must be a dict {{Parameter: Tensor}} keyed by the '
-                        f'parameters themselves, got {type(grad_mult_map).__name__}')
-    params = {id(p) for group in param_groups for p in group['params']}
-    for param, mult in grad_mult_map.items():
-        if not isinstance(param, torch.Tensor) or not isinstance(mult, torch.Tensor):
-            raise TypeError('grad_mult_map keys must be Parameters and values Tensors (keyed by '
-                            'identity, not by name)')
-        if id(param) not in params:
-            raise ValueError(f'grad_mult_map holds a parameter of shape {tuple(param.shape)} '
-                             'that is not optimised by this optimizer')
-        if mult.shape != param.shape:
-            raise ValueError(f'grad mult shape {tuple(mult.shape)} differs from its parameter '
-                             f'shape {tuple(param.shape)}')
-    return {p: m.to(device=p.device, dtype=p.dtype) for p, m in grad_mult_map.items()}
-
-
 @OPTIMIZERS.register_module()
-class RepOptSGD(torch.optim.SGD):
+class RepOptSGD(GradMultOptimizerMixin, torch.optim.SGD):
     """SGD with per-element gradient multipliers (RepOptimizer, arXiv 2205.15242).
 
     Args:
@@ -71,45 +49,14 @@ class RepOptSGD(torch.optim.SGD):
                          weight_decay=weight_decay, nesterov=nesterov, foreach=foreach)
         self.grad_mult_map = check_grad_mult_map(grad_mult_map, self.param_groups)
 
-    def set_grad_mult_map(self, grad_mult_map: Dict[nn.Parameter, Tensor]) -> None:
-        """Replace the multipliers (e.g. after rebuilding them on resume)."""
-        self.grad_mult_map = check_grad_mult_map(grad_mult_map, self.param_groups)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            buckets = defaultdict(list)
-            for p in group['params']:
-                if p.grad is not None:
-                    if p.grad.is_sparse:
-                        raise RuntimeError('RepOptSGD does not support sparse gradients')
-                    buckets[(p.device, p.dtype)].append(p)
-            for params in buckets.values():
-                self._update(group, params, group.get('foreach') is not False)
-        return loss
-
-    def _update(self, group: dict, params: List[Tensor], foreach: bool) -> None:
+    def _update(self, group: dict, params: List[Tensor], key: Hashable, foreach: bool) -> None:
         lr, wd = group['lr'], group['weight_decay']
         momentum, dampening, nesterov = group['momentum'], group['dampening'], group['nesterov']
-        mults = self.grad_mult_map
-        with_mult = [p for p in params if p in mults]
-        plain = [p for p in params if p not in mults]
-        params = with_mult + plain
-        grads = [p.grad for p in params]
-        # d_p = grad * M, in place in p.grad (as the official code; no allocation) for the
-        # multiplied; the plain ones are copied only if weight decay or nesterov writes into them
-        if foreach and with_mult:
-            torch._foreach_mul_(grads[:len(with_mult)], [mults[p] for p in with_mult])
-        else:
-            for g, p in zip(grads, with_mult):
-                g.mul_(mults[p])
-        d_ps = grads[:len(with_mult)]
-        owned = len(d_ps)
-        d_ps += grads[owned:]
+        # d_p = grad * M, in place in p.grad for the multiplied (first in ``params``); the
+        # plain ones are copied only if weight decay or nesterov writes into them
+        params, m_list = apply_grad_mults(params, self.grad_mult_map, foreach)
+        d_ps = [p.grad for p in params]
+        owned = len(m_list)
         if wd != 0:
             if owned:
                 self._add(d_ps[:owned], params[:owned], wd, foreach, in_place=True)

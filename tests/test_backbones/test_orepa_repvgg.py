@@ -3,30 +3,16 @@ import copy
 
 import pytest
 import torch
-from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from rep_mm import reparameterize
 from rep_mm.backbones import OREPARepVGG
 from rep_mm.registry import MODELS
-from rep_mm.testing import randomize_bn_statistics
 
 from ..conftest import load_manifest
+from ..helpers import randomize_branches
 
 TINY = dict(num_blocks=(1, 2, 2, 1), width_factor=(0.125, 0.125, 0.25, 0.25))
-
-
-@torch.no_grad()
-def randomize(model: nn.Module, seed: int) -> nn.Module:
-    """Random BN statistics, random branch scales and identity-based 1x1 factors moved off I."""
-    randomize_bn_statistics(model, seed)
-    generator = torch.Generator().manual_seed(seed)
-    for name, param in model.named_parameters():
-        if name.endswith('vector'):
-            param.copy_(torch.rand(param.shape, generator=generator) * 0.9 + 0.1)
-        elif 'idconv1' in name:
-            param.add_(torch.randn(param.shape, generator=generator) * 0.1)
-    return model
 
 
 def shapes(module):
@@ -55,7 +41,7 @@ def test_arch_table_widths_and_block_counts(arch, widths):
 
 def test_tiny_model_converts_exactly_and_loads_into_deploy_form():
     torch.manual_seed(0)
-    model = randomize(OREPARepVGG(TINY, out_indices=(0, 1, 2, 3)), seed=4)
+    model = randomize_branches(OREPARepVGG(TINY, out_indices=(0, 1, 2, 3)), seed=4)
     x = torch.randn(2, 3, 48, 40)
     report = reparameterize(model, verify=x)
     assert len(report.converted) == 7
@@ -70,7 +56,7 @@ def test_tiny_model_converts_exactly_and_loads_into_deploy_form():
 
 
 def test_float64_conversion_is_exact_to_1e_10():
-    model = randomize(OREPARepVGG(TINY), seed=2).double()
+    model = randomize_branches(OREPARepVGG(TINY), seed=2).double()
     report = reparameterize(model, verify=torch.randn(1, 3, 32, 32, dtype=torch.float64))
     assert report.max_rel_error <= 1e-10, report.summary()
 

@@ -11,26 +11,13 @@ from rep_mm.backbones import ReparamResNet
 from rep_mm.backbones.reparam_resnet import ConvBNLayer
 from rep_mm.blocks import OREPA, ACBlock, DiverseBranchBlock, OREPA1x1, OREPALargeConv
 from rep_mm.registry import MODELS
-from rep_mm.testing import randomize_bn_statistics
 
 from ..conftest import load_manifest, relative_error
+from ..helpers import randomize_branches
 
 TINY = dict(block='basic', stage_blocks=(1, 2, 1, 1), width=0.125)
 TINY_NEXT = dict(block='bottleneck', stage_blocks=(1, 2, 1, 1), width=0.125, groups=4,
                  width_per_group=16)
-
-
-@torch.no_grad()
-def randomize(model: nn.Module, seed: int) -> nn.Module:
-    """BN statistics, OREPA branch scales and identity-initialised factors all random."""
-    randomize_bn_statistics(model, seed)
-    generator = torch.Generator().manual_seed(seed)
-    for name, param in model.named_parameters():
-        if name.endswith('vector'):
-            param.copy_(torch.rand(param.shape, generator=generator) * 0.9 + 0.1)
-        elif 'idconv1' in name or 'l2i' in name:
-            param.add_(torch.randn(param.shape, generator=generator) * 0.1)
-    return model
 
 
 def shapes(module):
@@ -45,7 +32,7 @@ def backbone_manifest(name):
 @pytest.mark.parametrize('arch', [TINY, TINY_NEXT], ids=['basic', 'resnext'])
 def test_every_conv_type_converts_exactly(conv_type, arch):
     torch.manual_seed(0)
-    model = randomize(ReparamResNet(arch, conv_type, stem_channels=8), seed=3)
+    model = randomize_branches(ReparamResNet(arch, conv_type, stem_channels=8), seed=3)
     report = reparameterize(model, verify=torch.randn(2, 3, 64, 48))
     assert report.max_rel_error <= 1e-5, report.summary()
     assert not any(isinstance(m, _BatchNorm) for m in model.modules())
@@ -61,7 +48,7 @@ def test_every_conv_type_converts_exactly(conv_type, arch):
 
 
 def test_float64_conversion_is_exact_with_dilations():
-    model = randomize(ReparamResNet(TINY_NEXT, 'orepa', stem_channels=8, strides=(1, 2, 1, 1),
+    model = randomize_branches(ReparamResNet(TINY_NEXT, 'orepa', stem_channels=8, strides=(1, 2, 1, 1),
                                     dilations=(1, 1, 2, 4)), seed=4).double()
     report = reparameterize(model, verify=torch.randn(1, 3, 48, 48, dtype=torch.float64))
     assert report.max_rel_error <= 1e-10
@@ -132,13 +119,13 @@ def test_built_from_the_registry_with_syncbn():
                               stem_channels=8, norm_cfg=dict(type='SyncBN')))
     assert isinstance(model, ReparamResNet)
     assert isinstance(model.stage1[0].conv1.dbb_origin.bn, nn.SyncBatchNorm)
-    randomize(model, 5)
+    randomize_branches(model, 5)
     report = reparameterize(copy.deepcopy(model), verify=torch.randn(1, 3, 32, 32))
     assert report.max_rel_error <= 1e-5
 
 
 def test_equivalence_in_train_mode_conversion():
-    model = randomize(ReparamResNet(TINY, 'orepa', stem_channels=8), 6)
+    model = randomize_branches(ReparamResNet(TINY, 'orepa', stem_channels=8), 6)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         expected = model.eval()(x)

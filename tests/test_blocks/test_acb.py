@@ -1,32 +1,22 @@
 """ACBlock: exact folding over shapes, padding (incl. the crop path), dtypes; golden outputs."""
-import copy
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from rep_mm import reparameterize
 from rep_mm.blocks import ACBlock
 from rep_mm.testing import randomize_bn_statistics
 
 from ..conftest import load_golden, relative_error
+from . import checks
+from .checks import (check_golden_block, check_half_precision_conversion,
+                     check_second_conversion_is_noop, check_train_mode_conversion)
 
 
 def assert_converts_exactly(block: nn.Module, x: torch.Tensor, tolerance: float) -> nn.Module:
-    randomize_bn_statistics(block, seed=x.numel())
-    block.eval()
-    with torch.no_grad():
-        expected = block(x)
-        deployed = copy.deepcopy(block)
-        deployed.switch_to_deploy()
-        actual = deployed(x)
-    assert actual.shape == expected.shape
-    assert relative_error(expected, actual) <= tolerance
-    assert [n for n, m in deployed.named_modules() if isinstance(m, nn.Conv2d)] == ['fused_conv']
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
-    return deployed
+    return checks.assert_converts_exactly(block, x, tolerance, 'fused_conv',
+                                          randomize_bn_statistics)
 
 
 block_shapes = dict(
@@ -78,38 +68,18 @@ def test_reflect_padding_converts_exactly():
 
 def test_conversion_in_train_mode_uses_running_statistics_and_keeps_the_mode():
     block = randomize_bn_statistics(ACBlock(4, 6, 3, padding=1), 3)
-    x = torch.randn(2, 4, 6, 6)
-    with torch.no_grad():
-        expected = block.eval()(x)
-    block.train()
-    block.switch_to_deploy()
-    assert block.training and block.fused_conv.training
-    with torch.no_grad():
-        assert relative_error(expected, block.eval()(x)) <= 1e-5
+    check_train_mode_conversion(block, 'fused_conv', torch.randn(2, 4, 6, 6))
 
 
 def test_converting_twice_is_a_no_op():
     block = randomize_bn_statistics(ACBlock(4, 4, 3, padding=1), 2).eval()
-    block.switch_to_deploy()
-    state = {k: v.clone() for k, v in block.state_dict().items()}
-    conv = block.fused_conv
-    report = reparameterize(block)
-    assert block.fused_conv is conv and report.already_deployed == ['']
-    assert all(torch.equal(state[k], v) for k, v in block.state_dict().items())
+    check_second_conversion_is_noop(block, 'fused_conv')
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_half_precision_conversion_keeps_dtype(dtype):
-    block = randomize_bn_statistics(ACBlock(8, 8, 3, padding=1), 3).eval()
-    x = torch.randn(2, 8, 6, 6)
-    with torch.no_grad():
-        expected = block(x)
-    block = block.to(dtype)
-    block.switch_to_deploy()
-    assert block.fused_conv.weight.dtype == dtype
-    with torch.no_grad():
-        actual = block.float()(x)
-    assert relative_error(expected, actual) <= (1e-2 if dtype == torch.bfloat16 else 2e-3)
+    block = randomize_bn_statistics(ACBlock(8, 8, 3, padding=1), 3)
+    check_half_precision_conversion(block, 'fused_conv', dtype, torch.randn(2, 8, 6, 6))
 
 
 def test_deploy_flag_builds_the_converted_keys_and_nonlinear_is_applied():
@@ -162,19 +132,4 @@ def test_bad_arguments_are_explained(kwargs, match):
 
 @pytest.mark.parametrize('case', ['acb_block_k3_p1', 'acb_block_k3_s2_g2', 'acb_block_k3_p0_crop'])
 def test_golden_blocks_of_the_original_code(case):
-    golden = load_golden(case)
-    block = ACBlock(**golden['builder']['kwargs'])
-    assert list(block.state_dict()) == list(golden['train_state_dict'])
-    block.load_state_dict(golden['train_state_dict'], strict=True)
-    block.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(block(golden['input']), golden['train_output'],
-                                   rtol=1e-5, atol=1e-5)
-        block.switch_to_deploy()
-        assert list(block.state_dict()) == list(golden['deploy_state_dict'])
-        for key, value in golden['deploy_state_dict'].items():
-            torch.testing.assert_close(block.state_dict()[key], value, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(block(golden['input']), golden['deploy_output'],
-                                   rtol=1e-5, atol=1e-5)
-    direct = ACBlock(**golden['builder']['deploy_kwargs'])
-    direct.load_state_dict(golden['deploy_state_dict'], strict=True)
+    check_golden_block(ACBlock, load_golden(case))

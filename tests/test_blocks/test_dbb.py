@@ -1,41 +1,21 @@
 """DiverseBranchBlock: exact folding over shapes (incl. depthwise), dtypes; golden outputs."""
-import copy
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
-from rep_mm import reparameterize
 from rep_mm.blocks import DiverseBranchBlock
-from rep_mm.testing import randomize_bn_statistics
 
-from ..conftest import load_golden, relative_error
-
-
-@torch.no_grad()
-def randomize(block: nn.Module, seed: int) -> nn.Module:
-    """Random BN statistics, and move the zero-initialised identity-based 1x1 off zero."""
-    randomize_bn_statistics(block, seed)
-    generator = torch.Generator().manual_seed(seed)
-    for name, param in block.named_parameters():
-        if name.endswith('idconv1.weight'):
-            param.copy_(torch.randn(param.shape, generator=generator).to(param.dtype) * 0.1)
-    return block
+from ..conftest import load_golden
+from ..helpers import randomize_branches
+from . import checks
+from .checks import (check_golden_block, check_half_precision_conversion,
+                     check_second_conversion_is_noop, check_train_mode_conversion)
 
 
 def assert_converts_exactly(block: nn.Module, x: torch.Tensor, tolerance: float) -> nn.Module:
-    randomize(block, seed=x.numel()).eval()
-    with torch.no_grad():
-        expected = block(x)
-        deployed = copy.deepcopy(block)
-        deployed.switch_to_deploy()
-        actual = deployed(x)
-    assert relative_error(expected, actual) <= tolerance
-    assert [n for n, m in deployed.named_modules() if isinstance(m, nn.Conv2d)] == ['dbb_reparam']
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
-    return deployed
+    return checks.assert_converts_exactly(block, x, tolerance, 'dbb_reparam', randomize_branches)
 
 
 block_shapes = dict(
@@ -95,7 +75,7 @@ def test_identity_based_1x1_starts_as_identity():
 
 
 def test_bn_and_pad_pads_with_the_bn_value_of_zero():
-    block = randomize(DiverseBranchBlock(3, 3, 5, padding=2), 4).eval()
+    block = randomize_branches(DiverseBranchBlock(3, 3, 5, padding=2), 4).eval()
     layer = block.dbb_1x1_kxk.bn1
     with torch.no_grad():
         out = layer(torch.zeros(1, 3, 4, 4))
@@ -104,39 +84,19 @@ def test_bn_and_pad_pads_with_the_bn_value_of_zero():
 
 
 def test_conversion_in_train_mode_uses_running_statistics():
-    block = randomize(DiverseBranchBlock(4, 6, 3, padding=1, groups=2), 5)
-    x = torch.randn(3, 4, 7, 7)
-    with torch.no_grad():
-        expected = block.eval()(x)
-    block.train()
-    block.switch_to_deploy()
-    assert block.training and block.dbb_reparam.training
-    with torch.no_grad():
-        assert relative_error(expected, block.eval()(x)) <= 1e-5
+    block = randomize_branches(DiverseBranchBlock(4, 6, 3, padding=1, groups=2), 5)
+    check_train_mode_conversion(block, 'dbb_reparam', torch.randn(3, 4, 7, 7))
 
 
 def test_converting_twice_is_a_no_op():
-    block = randomize(DiverseBranchBlock(4, 4, 3, padding=1), 2).eval()
-    block.switch_to_deploy()
-    state = {k: v.clone() for k, v in block.state_dict().items()}
-    conv = block.dbb_reparam
-    reparameterize(block)
-    assert block.dbb_reparam is conv
-    assert all(torch.equal(state[k], v) for k, v in block.state_dict().items())
+    block = randomize_branches(DiverseBranchBlock(4, 4, 3, padding=1), 2).eval()
+    check_second_conversion_is_noop(block, 'dbb_reparam')
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_half_precision_conversion_keeps_dtype(dtype):
-    block = randomize(DiverseBranchBlock(8, 8, 3, padding=1), 3).eval()
-    x = torch.randn(2, 8, 6, 6)
-    with torch.no_grad():
-        expected = block(x)
-    block = block.to(dtype)
-    block.switch_to_deploy()
-    assert block.dbb_reparam.weight.dtype == dtype
-    with torch.no_grad():
-        actual = block.float()(x)
-    assert relative_error(expected, actual) <= (1e-2 if dtype == torch.bfloat16 else 2e-3)
+    block = randomize_branches(DiverseBranchBlock(8, 8, 3, padding=1), 3)
+    check_half_precision_conversion(block, 'dbb_reparam', dtype, torch.randn(2, 8, 6, 6))
 
 
 def test_syncbn_and_single_init():
@@ -177,19 +137,4 @@ def test_bad_arguments_are_explained(kwargs, match):
                                   'dbb_block_k3_internal16', 'dbb_block_k3_depthwise',
                                   'dbb_block_k5_s1'])
 def test_golden_blocks_of_the_original_code(case):
-    golden = load_golden(case)
-    block = DiverseBranchBlock(**golden['builder']['kwargs'])
-    assert list(block.state_dict()) == list(golden['train_state_dict'])
-    block.load_state_dict(golden['train_state_dict'], strict=True)
-    block.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(block(golden['input']), golden['train_output'],
-                                   rtol=1e-5, atol=1e-5)
-        block.switch_to_deploy()
-        assert list(block.state_dict()) == list(golden['deploy_state_dict'])
-        for key, value in golden['deploy_state_dict'].items():
-            torch.testing.assert_close(block.state_dict()[key], value, rtol=1e-5, atol=1e-5)
-        torch.testing.assert_close(block(golden['input']), golden['deploy_output'],
-                                   rtol=1e-5, atol=1e-5)
-    direct = DiverseBranchBlock(**golden['builder']['deploy_kwargs'])
-    direct.load_state_dict(golden['deploy_state_dict'], strict=True)
+    check_golden_block(DiverseBranchBlock, load_golden(case), state_atol=1e-5)

@@ -1,5 +1,4 @@
 """OREPA blocks (kxk, 1x1, large kernel, RepVGG-style): exact folding, priors, golden outputs."""
-import copy
 import math
 
 import pytest
@@ -11,41 +10,22 @@ from torch import nn
 from rep_mm import reparameterize
 from rep_mm.blocks import OREPA, OREPA1x1, OREPALargeConv, OREPARepVGGBlock
 from rep_mm.blocks.orepa import frequency_prior
-from rep_mm.testing import randomize_bn_statistics
 
 from ..conftest import load_golden, relative_error
+from ..helpers import randomize_branches
+from . import checks
+from .checks import (check_half_precision_conversion, check_second_conversion_is_noop,
+                     check_train_mode_conversion)
 
 DEPLOY_CONV = {OREPA: 'orepa_reparam', OREPA1x1: 'or1x1_reparam',
                OREPALargeConv: 'or_large_reparam', OREPARepVGGBlock: 'rbr_reparam'}
 
 
-@torch.no_grad()
-def randomize(block: nn.Module, seed: int) -> nn.Module:
-    """Random BN statistics, branch scales ``vector`` ~ U(0.1, 1), identity factors moved off I."""
-    randomize_bn_statistics(block, seed)
-    generator = torch.Generator().manual_seed(seed)
-    for name, param in block.named_parameters():
-        if name.split('.')[-1] == 'vector':
-            param.copy_((torch.rand(param.shape, generator=generator) * 0.9 + 0.1).to(param.dtype))
-        elif 'idconv1' in name or 'l2i' in name:
-            param.add_((torch.randn(param.shape, generator=generator) * 0.1).to(param.dtype))
-    return block
-
-
 def assert_converts_exactly(block: nn.Module, x: torch.Tensor, tolerance: float) -> nn.Module:
-    randomize(block, seed=x.numel()).eval()
-    with torch.no_grad():
-        expected = block(x)
-        deployed = copy.deepcopy(block)
-        deployed.switch_to_deploy()
-        actual = deployed(x)
-    assert relative_error(expected, actual) <= tolerance
-    convs = [n for n, m in deployed.named_modules()
-             if isinstance(m, nn.Conv2d) and not n.startswith('se.')]
-    assert convs == [DEPLOY_CONV[type(block)]]
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
+    fused = DEPLOY_CONV[type(block)]
+    deployed = checks.assert_converts_exactly(block, x, tolerance, fused, randomize_branches, ('se.',))
     assert [n for n, _ in deployed.named_parameters() if not n.startswith('se.')] == [
-        f'{convs[0]}.weight', f'{convs[0]}.bias']
+        f'{fused}.weight', f'{fused}.bias']
     return deployed
 
 
@@ -118,7 +98,7 @@ def test_orepa_repvgg_block_conversion_is_exact(groups, per_group_in, per_group_
 
 def test_repvgg_block_with_groups_matches_running_its_branches():
     """groups > 1 (the original crashes): the dense branch equals a grouped conv with W."""
-    block = randomize(OREPARepVGGBlock(8, 8, 3, groups=2), 3).eval()
+    block = randomize_branches(OREPARepVGGBlock(8, 8, 3, groups=2), 3).eval()
     dense = block.rbr_dense
     assert block.rbr_identity is not None and dense.vector.shape == (6, 8)
     x = torch.randn(2, 8, 6, 6)
@@ -161,27 +141,15 @@ def test_initial_scales_and_single_init():
 
 
 def test_conversion_in_train_mode_and_converting_twice():
-    block = randomize(OREPA(4, 6, 3, groups=2), 5)
-    x = torch.randn(3, 4, 7, 7)
-    with torch.no_grad():
-        expected = block.eval()(x)
-    block.train()
-    block.switch_to_deploy()
-    assert block.training and block.orepa_reparam.training
-    state = {k: v.clone() for k, v in block.state_dict().items()}
-    conv = block.orepa_reparam
-    block.switch_to_deploy()
-    reparameterize(block)
-    assert block.orepa_reparam is conv
-    assert all(torch.equal(state[k], v) for k, v in block.state_dict().items())
-    with torch.no_grad():
-        assert relative_error(expected, block.eval()(x)) <= 1e-5
+    block = randomize_branches(OREPA(4, 6, 3, groups=2), 5)
+    check_train_mode_conversion(block, 'orepa_reparam', torch.randn(3, 4, 7, 7))
+    check_second_conversion_is_noop(block, 'orepa_reparam')
 
 
 def test_reparameterize_converts_nested_large_conv_once():
     model = nn.Sequential(OREPALargeConv(3, 4, 5, 2, nonlinear='ReLU'), OREPA(4, 4, 3),
                           OREPA1x1(4, 8))
-    randomize(model, 7).eval()
+    randomize_branches(model, 7).eval()
     report = reparameterize(model, verify=torch.randn(2, 3, 12, 12))
     assert report.converted == ['0', '1', '2']
     assert report.max_rel_error <= 1e-5
@@ -191,20 +159,12 @@ def test_reparameterize_converts_nested_large_conv_once():
 @pytest.mark.parametrize('cls, args', [(OREPA, (8, 8, 3)), (OREPALargeConv, (8, 8, 5)),
                                        (OREPA1x1, (8, 8))])
 def test_half_precision_conversion_keeps_dtype(cls, args, dtype):
-    block = randomize(cls(*args), 3).eval()
-    x = torch.randn(2, 8, 7, 7)
-    with torch.no_grad():
-        expected = block(x)
-    block = block.to(dtype)
-    block.switch_to_deploy()
-    assert getattr(block, DEPLOY_CONV[cls]).weight.dtype == dtype
-    with torch.no_grad():
-        actual = block.float()(x)
-    assert relative_error(expected, actual) <= (1e-2 if dtype == torch.bfloat16 else 2e-3)
+    block = randomize_branches(cls(*args), 3)
+    check_half_precision_conversion(block, DEPLOY_CONV[cls], dtype, torch.randn(2, 8, 7, 7))
 
 
 def test_weight_gen_is_differentiable_in_every_branch():
-    block = randomize(OREPA(4, 4, 3), 1)  # the prior's initial scale is 0: move it
+    block = randomize_branches(OREPA(4, 4, 3), 1)  # the prior's initial scale is 0: move it
     kernel, bias = block.equivalent_kernel_bias()
     (kernel.square().sum() + bias.sum()).backward()
     for name, param in block.named_parameters():

@@ -12,6 +12,7 @@ from rep_mm.fusion import conv_to_fc
 from rep_mm.testing import randomize_bn_statistics
 
 from ..conftest import load_golden, relative_error
+from .checks import check_golden_block
 
 
 def check_block(block, x, tolerance):
@@ -100,17 +101,5 @@ def test_bad_arguments_are_explained(kwargs, match):
 
 
 def test_golden_non_square_block_of_the_original_code():
-    golden = load_golden('repmlp_block_nonsquare')
-    block = RepMLPBlock(**golden['builder']['kwargs'])
-    assert list(block.state_dict()) == list(golden['train_state_dict'])
-    block.load_state_dict(golden['train_state_dict'], strict=True)
-    block.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(block(golden['input']), golden['train_output'],
-                                   rtol=1e-5, atol=1e-5)
-        block.local_inject()
-        assert list(block.state_dict()) == list(golden['deploy_state_dict'])
-        for key, value in golden['deploy_state_dict'].items():
-            torch.testing.assert_close(block.state_dict()[key], value, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(block(golden['input']), golden['deploy_output'],
-                                   rtol=1e-5, atol=1e-5)
+    check_golden_block(RepMLPBlock, load_golden('repmlp_block_nonsquare'), 'local_inject',
+                       direct=False)

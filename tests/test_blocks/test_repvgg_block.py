@@ -11,23 +11,15 @@ from rep_mm.blocks import RepVGGBlock
 from rep_mm.testing import randomize_bn_statistics
 
 from ..conftest import load_golden, relative_error
+from . import checks
+from .checks import (check_golden_block, check_half_precision_conversion,
+                     check_second_conversion_is_noop, check_train_mode_conversion)
 
 
 def assert_converts_exactly(block: nn.Module, x: torch.Tensor, tolerance: float) -> nn.Module:
     """Randomise BN, compare eval outputs before/after switch_to_deploy; return the deployed."""
-    randomize_bn_statistics(block, seed=x.numel())
-    block.eval()
-    with torch.no_grad():
-        expected = block(x)
-        deployed = copy.deepcopy(block)
-        deployed.switch_to_deploy()
-        actual = deployed(x)
-    assert relative_error(expected, actual) <= tolerance
-    assert not any(isinstance(m, nn.BatchNorm2d) for m in deployed.modules())
-    convs = [name for name, m in deployed.named_modules()
-             if isinstance(m, nn.Conv2d) and not name.startswith(('se.', 'post_se.'))]
-    assert convs == ['rbr_reparam']
-    return deployed
+    return checks.assert_converts_exactly(block, x, tolerance, 'rbr_reparam',
+                                          randomize_bn_statistics, ('se.', 'post_se.'))
 
 
 block_shapes = dict(
@@ -119,41 +111,21 @@ def test_identity_branch_exists_only_when_shapes_allow_it():
 
 def test_conversion_in_train_mode_uses_running_statistics():
     block = randomize_bn_statistics(RepVGGBlock(6, 6, groups=3), 5)
-    x = torch.randn(3, 6, 7, 7)
-    block.eval()
-    with torch.no_grad():
-        expected = block(x)
-    block.train()
-    block.switch_to_deploy()
-    assert block.training and block.rbr_reparam.training
-    block.eval()
-    with torch.no_grad():
-        assert relative_error(expected, block(x)) <= 1e-5
+    check_train_mode_conversion(block, 'rbr_reparam', torch.randn(3, 6, 7, 7))
 
 
 def test_converting_twice_is_a_no_op():
     block = randomize_bn_statistics(RepVGGBlock(4, 4), 2).eval()
-    block.switch_to_deploy()
-    state = {k: v.clone() for k, v in block.state_dict().items()}
+    check_second_conversion_is_noop(block, 'rbr_reparam')
     conv = block.rbr_reparam
-    block.switch_to_deploy()
+    block.switch_to_deploy()  # the block's own method is a no-op too
     assert block.rbr_reparam is conv
-    assert all(torch.equal(state[k], v) for k, v in block.state_dict().items())
 
 
 @pytest.mark.parametrize('dtype', [torch.float16, torch.bfloat16])
 def test_half_precision_conversion_keeps_dtype(dtype):
-    block = randomize_bn_statistics(RepVGGBlock(8, 8), 3).eval()
-    x = torch.randn(2, 8, 6, 6)
-    with torch.no_grad():
-        expected = block(x)  # float32 reference
-    block = block.to(dtype)
-    block.switch_to_deploy()
-    assert block.rbr_reparam.weight.dtype == dtype
-    with torch.no_grad():
-        actual = block.float()(x)
-    # only the final cast of the fused kernel to half precision is lost
-    assert relative_error(expected, actual) <= (1e-2 if dtype == torch.bfloat16 else 2e-3)
+    block = randomize_bn_statistics(RepVGGBlock(8, 8), 3)
+    check_half_precision_conversion(block, 'rbr_reparam', dtype, torch.randn(2, 8, 6, 6))
 
 
 def test_deploy_flag_builds_the_fused_form_with_the_converted_keys():
@@ -236,17 +208,4 @@ def test_se_pools_globally_on_non_square_maps():
 
 @pytest.mark.parametrize('case', ['repvgg_block_s1_identity', 'repvgg_block_s2', 'repvgg_block_g2'])
 def test_golden_blocks_of_the_original_code(case):
-    golden = load_golden(case)
-    block = RepVGGBlock(**golden['builder']['kwargs'])
-    assert list(block.state_dict()) == list(golden['train_state_dict'])
-    block.load_state_dict(golden['train_state_dict'], strict=True)
-    block.eval()
-    with torch.no_grad():
-        torch.testing.assert_close(block(golden['input']), golden['train_output'],
-                                   rtol=1e-5, atol=1e-5)
-        block.switch_to_deploy()
-        assert list(block.state_dict()) == list(golden['deploy_state_dict'])
-        for key, value in golden['deploy_state_dict'].items():
-            torch.testing.assert_close(block.state_dict()[key], value, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(block(golden['input']), golden['deploy_output'],
-                                   rtol=1e-5, atol=1e-5)
+    check_golden_block(RepVGGBlock, load_golden(case), direct=False)

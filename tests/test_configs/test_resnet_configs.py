@@ -1,7 +1,6 @@
 """ResNet configs of every conv type: ImageNet (OREPA recipe), OREPA ResNet-50 detection /
 segmentation with the stem lr, stock ResNet-50 trained with OREPA blocks, and CPU digits runs."""
 import copy
-import importlib.util
 import math
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import rep_mm  # noqa: F401  (registers rep_mm's modules)
 from rep_mm import reparameterize
 from rep_mm.blocks import OREPA, OREPALargeConv
 from rep_mm.convert_backbone import fold_to_stock
-from rep_mm.datasets import prepare_digits
 from rep_mm.testing import randomize_bn_statistics
 from tests.conftest import load_manifest, relative_error
+
+from ..helpers import load_train_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / 'configs'
@@ -199,31 +199,17 @@ def digits_configs():
     return sorted((CONFIGS / 'resnet').glob('*digits*.py'))
 
 
-@pytest.fixture(scope='module')
-def digits_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp('data') / 'digits'
-    prepare_digits(root, size=32, seed=0)
-    return str(root)
-
-
-def load_train_tool():
-    spec = importlib.util.spec_from_file_location('rep_mm_tools_train', ROOT / 'tools' / 'train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_one_digits_config_per_conv_type():
     assert [p.name for p in digits_configs()] == [
         f'reparam-resnet-tiny_{c}_1xb32_digits.py' for c in ('acb', 'base', 'dbb', 'orepa')]
 
 
 @pytest.mark.parametrize('path', digits_configs(), ids=lambda p: p.stem)
-def test_digits_config_trains_and_tests_identically_in_deploy_form(path, digits_root, tmp_path):
+def test_digits_config_trains_and_tests_identically_in_deploy_form(path, data_root, tmp_path):
     from mmengine.runner import Runner
     train_tool = load_train_tool()
     args = train_tool.parse_args([
-        str(path), '--work-dir', str(tmp_path), '--cfg-options', f'data_root={digits_root}',
+        str(path), '--work-dir', str(tmp_path), '--cfg-options', f'data_root={data_root}',
         'train_dataloader.dataset.indices=64', 'val_dataloader.dataset.indices=64',
         'test_dataloader.dataset.indices=64', 'train_cfg.max_epochs=1',
         'train_cfg.val_interval=1', 'default_hooks.logger.interval=1', 'log_level=WARNING'])

@@ -7,7 +7,6 @@ same checkpoint with the same randomised BN statistics: training form vs. conver
 ``rep_mm.ReparameterizeHook`` -- the metrics must be identical.
 """
 import copy
-import importlib.util
 import math
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from rep_mm import reparameterize
 from rep_mm.blocks import RepVGGBlock
 from rep_mm.datasets import prepare_digit_scenes
 from rep_mm.testing import randomize_bn_statistics
+
+from ..helpers import load_train_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / 'configs'
@@ -48,13 +49,6 @@ def digit_configs():
 
 def config_id(path: Path) -> str:
     return path.stem
-
-
-def load_train_tool():
-    spec = importlib.util.spec_from_file_location('rep_mm_tools_train', ROOT / 'tools' / 'train.py')
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_the_config_set_is_complete():

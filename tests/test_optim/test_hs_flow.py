@@ -7,8 +7,6 @@ the rule of initialisation recomputed from the recorded kernels and RNG state).
 """
 import hashlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +22,8 @@ from rep_mm.checkpoint import load_checkpoint_file
 from rep_mm.demo_utils import build_runner
 from rep_mm.optim import RepOptSGD, build_handler
 
+from ..helpers import run_python
+
 REPO = Path(__file__).resolve().parents[2]
 HS_CONFIG = REPO / 'configs' / 'repopt' / 'repoptvgg-tiny-hs_1xb32_digits.py'
 TARGET_CONFIG = REPO / 'configs' / 'repopt' / 'repoptvgg-tiny-target_1xb32_digits.py'
@@ -34,28 +34,14 @@ TINY = ['train_dataloader.dataset.indices=32', 'val_dataloader.dataset.indices=3
 NUM_BLOCKS, NUM_SCALES = 7, 16
 
 
-def run(args, timeout=600):
-    env = dict(os.environ, OMP_NUM_THREADS='1')
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    from rep_mm.datasets import prepare_digits
-    root = tmp_path_factory.mktemp('data') / 'digits'
-    prepare_digits(root, size=32, seed=0)
-    return str(root)
-
-
-@pytest.fixture(scope='module')
 def hs_checkpoint(tmp_path_factory, data_root):
     work_dir = tmp_path_factory.mktemp('hs')
-    result = run([REPO / 'tools' / 'train.py', HS_CONFIG, '--work-dir', work_dir,
+    result = run_python([REPO / 'tools' / 'train.py', HS_CONFIG, '--work-dir', work_dir,
                   '--cfg-options', f'data_root={data_root}', *TINY])
     assert result.returncode == 0, result.stderr[-3000:]
     assert 'Epoch(train) [4][1/1]' in result.stdout + result.stderr
@@ -65,7 +51,7 @@ def hs_checkpoint(tmp_path_factory, data_root):
 @pytest.fixture(scope='module')
 def scales_file(tmp_path_factory, hs_checkpoint):
     out = tmp_path_factory.mktemp('scales') / 'scales.pth'
-    result = run([REPO / 'tools' / 'extract_scales.py', hs_checkpoint, out,
+    result = run_python([REPO / 'tools' / 'extract_scales.py', hs_checkpoint, out,
                   '--config', TARGET_CONFIG])
     assert result.returncode == 0, result.stderr[-3000:]
     assert f'wrote {NUM_SCALES} scales of {NUM_BLOCKS} blocks' in result.stdout

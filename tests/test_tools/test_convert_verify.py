@@ -193,10 +193,10 @@ def test_output_equal_to_input_is_refused_and_input_untouched(tmp_path, capsys):
     for out in (ckpt, str(link), str(hard_link), os.path.join(str(tmp_path), '.', 'train.pth')):
         files = _snapshot(tmp_path)
         assert main(['convert', config, ckpt, out, '--shape', '32', '--overwrite']) == 2
-        assert 'is the same file as input' in capsys.readouterr().err
+        assert 'is the same file as the input' in capsys.readouterr().err
         assert Path(ckpt).read_bytes() == original and _snapshot(tmp_path) == files
     assert main(['convert', config, ckpt, config, '--shape', '32', '--overwrite']) == 2
-    assert 'same file as input' in capsys.readouterr().err
+    assert 'same file as the input' in capsys.readouterr().err
 
 
 def test_existing_output_needs_overwrite(tmp_path, capsys):

@@ -25,6 +25,8 @@ import torch
 
 from rep_mm.checkpoint import load_checkpoint_file
 
+from ..helpers import random_scales_file
+
 REPO = Path(__file__).resolve().parents[2]
 REPVGG = REPO / 'configs' / 'repvgg' / 'repvgg-tiny_1xb32_digits.py'
 REPOPT = REPO / 'configs' / 'repopt' / 'repoptvgg-tiny-target_1xb32_digits.py'
@@ -57,29 +59,11 @@ randomness = dict(seed=0, deterministic=True)
 
 
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    from rep_mm.datasets import prepare_digits
-    root = tmp_path_factory.mktemp('data') / 'digits'
-    prepare_digits(root, size=32, seed=0)
-    return str(root)
-
-
-@pytest.fixture(scope='module')
 def scales_path(tmp_path_factory):
     """Scales for the tiny RepOpt-VGG arch of the digits config (random, fixed seed)."""
-    from mmengine.config import Config
-
-    from rep_mm.backbones import RepOptVGG
     if not REPOPT.exists():
         pytest.skip(f'{REPOPT} not present')
-    arch = Config.fromfile(str(REPOPT)).model.backbone.arch
-    hs = RepOptVGG(dict(arch), mode='hs')
-    generator = torch.Generator().manual_seed(3)
-    scales = {k: torch.rand(v.shape, generator=generator) + 0.5
-              for k, v in hs.state_dict().items() if '.scale_' in k}
-    path = tmp_path_factory.mktemp('scales') / 'scales.pth'
-    torch.save(scales, path)
-    return str(path)
+    return random_scales_file(REPOPT, tmp_path_factory.mktemp('scales'), seed=3)
 
 
 def write_config(directory, base, data_root, batch, extra=''):

@@ -15,16 +15,12 @@ import torch
 
 from rep_mm.checkpoint import load_checkpoint_file
 
+from ..helpers import run_python
+
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / 'configs' / 'repvgg' / 'repvgg-tiny_1xb32_digits.py'
 TINY = ['train_dataloader.dataset.indices=64', 'val_dataloader.dataset.indices=64',
         'test_dataloader.dataset.indices=64', 'default_hooks.logger.interval=1']
-
-
-def run(args, timeout=600, **env):
-    environment = dict(os.environ, OMP_NUM_THREADS='1', **env)
-    return subprocess.run([sys.executable, *map(str, args)], cwd=REPO, env=environment,
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def tool(name):
@@ -32,17 +28,9 @@ def tool(name):
 
 
 @pytest.fixture(scope='module')
-def data_root(tmp_path_factory):
-    from rep_mm.datasets import prepare_digits
-    root = tmp_path_factory.mktemp('data') / 'digits'
-    prepare_digits(root, size=32, seed=0)
-    return str(root)
-
-
-@pytest.fixture(scope='module')
 def trained(tmp_path_factory, data_root):
     work_dir = tmp_path_factory.mktemp('train')
-    result = run([tool('train.py'), CONFIG, '--work-dir', work_dir,
+    result = run_python([tool('train.py'), CONFIG, '--work-dir', work_dir,
                   '--cfg-options', f'data_root={data_root}', *TINY])
     assert result.returncode == 0, result.stderr[-3000:]
     return work_dir, result.stdout + result.stderr
@@ -60,7 +48,7 @@ def test_train_writes_training_form_checkpoints(trained, data_root):
 
 def _test(ckpt, work_dir, data_root, *extra):
     out = Path(work_dir) / f'metrics{len(list(Path(work_dir).glob("metrics*.json")))}.json'
-    result = run([tool('test.py'), CONFIG, ckpt, '--work-dir', work_dir, '--out', out,
+    result = run_python([tool('test.py'), CONFIG, ckpt, '--work-dir', work_dir, '--out', out,
                   '--cfg-options', f'data_root={data_root}', *TINY, *extra])
     return result, (json.loads(out.read_text()) if out.exists() else None)
 
@@ -106,7 +94,7 @@ def test_deploy_checkpoint_needs_deploy_config(trained, data_root, tmp_path):
 
 
 def test_bad_inputs_are_reported(tmp_path, data_root):
-    missing = run([tool('test.py'), CONFIG, tmp_path / 'none.pth'])
+    missing = run_python([tool('test.py'), CONFIG, tmp_path / 'none.pth'])
     assert missing.returncode != 0 and "checkpoint '" in missing.stderr
     assert 'is not a file' in missing.stderr
     garbage = tmp_path / 'garbage.pth'
@@ -114,18 +102,18 @@ def test_bad_inputs_are_reported(tmp_path, data_root):
     corrupt, _ = _test(garbage, tmp_path, data_root)
     assert corrupt.returncode != 0, corrupt.stderr
     assert 'is corrupted' in corrupt.stderr, corrupt.stderr[-6000:]
-    no_config = run([tool('train.py'), tmp_path / 'nope.py'])
+    no_config = run_python([tool('train.py'), tmp_path / 'nope.py'])
     assert no_config.returncode != 0 and 'is not a file' in no_config.stderr
     same = tmp_path / 'metrics.json'
     same.write_text('{}')
-    clobber = run([tool('test.py'), CONFIG, same, '--out', same])
+    clobber = run_python([tool('test.py'), CONFIG, same, '--out', same])
     assert clobber.returncode != 0 and 'is the input file' in clobber.stderr
     assert same.read_text() == '{}'
 
 
 def test_resume_continues_from_the_checkpoint(trained, data_root, tmp_path):
     work_dir, _ = trained
-    result = run([tool('train.py'), CONFIG, '--work-dir', tmp_path,
+    result = run_python([tool('train.py'), CONFIG, '--work-dir', tmp_path,
                   '--resume', work_dir / 'epoch_4.pth',
                   '--cfg-options', f'data_root={data_root}', *TINY, 'train_cfg.max_epochs=5'])
     assert result.returncode == 0, result.stderr[-3000:]
