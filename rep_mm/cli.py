@@ -121,12 +121,15 @@ def build_config_model(config: str) -> Tuple[nn.Module, Any]:
 
 
 def model_output(model: nn.Module, inputs: Tensor) -> Any:
-    """What to compare: ``mode='tensor'`` for mm models (logits / seg logits / head outputs)."""
+    """What to compare: ``mode='tensor'`` for mm models (logits / seg logits / head outputs;
+    features + RPN outputs for two-stage detectors, see ``forward_tensor``)."""
     from mmengine.model import BaseModel, is_model_wrapper
+
+    from .hooks.reparameterize_hook import forward_tensor
     if is_model_wrapper(model):
         model = model.module
     if isinstance(model, BaseModel):
-        return model(inputs, mode='tensor')
+        return forward_tensor(model, dict(inputs=inputs))
     return model(inputs)
 
 

@@ -18,7 +18,7 @@
   so that the parameter-by-parameter swap-back still pairs the same tensors.
 * **Verification** (``verify``): on the first batch of the loop, the training-form model and
   the converted one are run on the same preprocessed inputs (``mode='tensor'``, i.e. before
-  any post-processing) and ``max |a - b|`` and ``max |a - b| / max |a|`` are logged.
+  any post-processing; features and RPN outputs for two-stage detectors) and ``max |a - b|`` and ``max |a - b| / max |a|`` are logged.
 
 Usage in any mmpretrain / mmseg / mmdet config::
 
@@ -50,7 +50,18 @@ def unwrap_model(model: nn.Module) -> nn.Module:
 
 
 def forward_tensor(model: nn.Module, data: Any) -> Any:
-    """Raw network outputs (``mode='tensor'``) of an mm ``BaseModel`` on preprocessed data."""
+    """Raw network outputs (``mode='tensor'``) of an mm ``BaseModel`` on preprocessed data.
+
+    Two-stage detectors are the exception: their ``mode='tensor'`` output is the RoI head run
+    on the RPN's top-k / NMS-selected proposals, a discontinuous function of the features (a
+    1e-7 change can swap two near-tied proposals). For them the features (backbone + neck) and
+    the raw RPN head outputs are compared, which covers every re-param block rep_mm places in
+    a detector; the RoI head itself has none.
+    """
+    if (hasattr(model, 'rpn_head') and hasattr(model, 'roi_head')
+            and hasattr(model, 'extract_feat') and isinstance(data, dict)):
+        features = model.extract_feat(data['inputs'])
+        return features, model.rpn_head(features)
     if isinstance(data, dict):
         return model(**data, mode='tensor')
     if isinstance(data, (list, tuple)):
