@@ -4,7 +4,10 @@ The README includes these files; run this after any benchmark. Each table is fol
 machine line from its JSON (CPU, thread count, torch, date). Benchmarks with no JSON yet are
 skipped and listed.
 
-    python benchmarks/make_tables.py [--results-dir benchmarks/results] [--quick]
+    python benchmarks/make_tables.py [--results-dir benchmarks/results] [--quick] [--readme README.md]
+
+With ``--readme``, every block ``<!-- table:NAME -->`` ... ``<!-- /table:NAME -->`` of that file
+is replaced by the table of ``NAME`` (written atomically; blocks without a table are kept).
 """
 import argparse
 import importlib.util
@@ -75,9 +78,51 @@ def ort_latency(data: Dict) -> str:
                     'max rel error'], body))
 
 
+def repopt_speed(data: Dict) -> str:
+    targets = data.get('targets', {})
+    rows = []
+    for name, ratio in data['ratios'].items():
+        kind = name.split(' ', 1)[0]
+        target = targets.get(kind) if '/ floor' not in name else None
+        rows.append([name, f'{ratio:.2f}x', f'<= {target}x' if target else '-'])
+    return _table(['measured side by side (median time ratio)', 'ratio', 'target'], rows)
+
+
+def orepa_training_cost(data: Dict) -> str:
+    rows = [[variant, f"{r['step_median_s']:.3f}", f"{r['training_extra_mb']:.0f}",
+             f"{r['parameters'] / 1e6:.2f}"] for variant, r in data['results'].items()]
+    table = _table([f"{data['model']} (batch {data['batch']}, {data['size']} px)",
+                    'train step (s, median)', 'training memory (MB)', 'params (M)'], rows)
+    ratios = ', '.join(f'{k} {v:.2f}x' for k, v in data['ratios'].items())
+    return table + f'\nRatios: {ratios}.\n'
+
+
+def quantization(data: Dict) -> str:
+    rows = []
+    for model, r in data['models'].items():
+        for qconfig in data['qconfigs']:
+            rows.append([model, f"{r['fp32_top1']:.2f}", qconfig, f"{r['int8_top1'][qconfig]:.2f}",
+                         f"{r['int8_logit_rel_error'][qconfig]:.3f}",
+                         str(r['int8_changed_predictions'][qconfig])])
+    return _table(['model (digits)', 'fp32 top-1', 'int8 qconfig', 'int8 top-1',
+                   'int8 logit rel. error', 'changed predictions'], rows)
+
+
+def mixed_precision(data: Dict) -> str:
+    rows = []
+    for model, per_dtype in data['results'].items():
+        for dtype, r in per_dtype.items():
+            rows.append([model, dtype, f"{r['train_vs_ref']:.1e}", f"{r['deploy_vs_ref']:.1e}",
+                         f"{r['deploy_vs_train']:.1e}", 'yes' if r['fp32_fold_then_cast'] else 'no'])
+    return _table(['model', 'dtype', 'training form vs fp64', 'converted vs fp64',
+                   'converted vs training form', 'fused in fp32, cast back'], rows)
+
+
 TABLES: Dict[str, Callable[[Dict], str]] = {
     'model_zoo': model_zoo, 'throughput': throughput, 'conversion_time': conversion_time,
-    'ort_latency': ort_latency}
+    'ort_latency': ort_latency, 'repopt_speed': repopt_speed,
+    'orepa_training_cost': orepa_training_cost, 'quantization': quantization,
+    'mixed_precision': mixed_precision}
 
 
 def machine_line(data: Dict) -> str:
@@ -88,12 +133,33 @@ def machine_line(data: Dict) -> str:
             f"{m.get('date', '?')}._\n")
 
 
+def update_readme(readme: Path, tables: Dict[str, str]) -> List[str]:
+    """Replace the marked blocks of ``readme`` by ``tables``; return the names replaced."""
+    import os
+    import re
+    import tempfile
+    text, replaced = readme.read_text(), []
+    for name, table in tables.items():
+        pattern = re.compile(rf'(<!-- table:{re.escape(name)} -->\n).*?(<!-- /table:{re.escape(name)} -->)',
+                             re.DOTALL)
+        text, count = pattern.subn(lambda m: m.group(1) + table + m.group(2), text)
+        if count:
+            replaced.append(name)
+    handle, tmp = tempfile.mkstemp(prefix=f'.{readme.name}.', dir=readme.parent)
+    with os.fdopen(handle, 'w') as stream:
+        stream.write(text)
+    os.replace(tmp, readme)
+    return replaced
+
+
 def main(argv=None) -> Dict[str, Path]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--results-dir', type=Path, default=RESULTS_DIR)
     parser.add_argument('--quick', action='store_true', help='read the *_quick.json files')
+    parser.add_argument('--readme', type=Path, default=None,
+                        help='also replace the <!-- table:NAME --> blocks of this Markdown file')
     args = parser.parse_args(argv)
-    written, missing = {}, []
+    written, missing, tables = {}, [], {}
     for name, formatter in TABLES.items():
         stem = f'{name}_quick' if args.quick else name
         source = args.results_dir / f'{stem}.json'
@@ -102,11 +168,14 @@ def main(argv=None) -> Dict[str, Path]:
             continue
         data = json.loads(source.read_text())
         target = args.results_dir / f'{stem}.md'
-        target.write_text(formatter(data) + machine_line(data))
+        tables[name] = formatter(data) + machine_line(data)
+        target.write_text(tables[name])
         written[name] = target
         print(f'wrote {target}')
     if missing:
         print(f'no JSON yet (skipped): {", ".join(missing)}')
+    if args.readme is not None:
+        print(f"{args.readme}: replaced {', '.join(update_readme(args.readme, tables)) or 'nothing'}")
     return written
 
 
