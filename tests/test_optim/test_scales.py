@@ -114,3 +114,47 @@ def test_extract_scales_from_a_hyper_search_checkpoint(tmp_path):
     handler = RepOptVGGHandler(tiny_vgg(), scales)
     assert torch.equal(handler.scales['stage2.1.scale_identity.weight'],
                        hs.stage2[1].scale_identity.weight.detach())
+
+
+@pytest.mark.parametrize('filename,arch', RELEASED)
+def test_released_scales_drive_a_training_step_of_their_arch(filename, arch):
+    """Full-size model + released file through the constructor: re-init, one RepOptSGD step.
+
+    With momentum and weight decay off, the first update of every kernel is exactly
+    ``-lr * M * grad`` (M the grad-mult map built from the file), and the other parameters take
+    plain SGD steps.
+    """
+    from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+    torch.manual_seed(0)
+    model = build(arch, device='cpu')
+    lr = 0.1
+    wrapper = OPTIM_WRAPPER_CONSTRUCTORS.build(dict(
+        type='rep_mm.RepOptOptimWrapperConstructor',
+        optim_wrapper_cfg=dict(scales=str(reference_path('repopt_scales', filename)),
+                               optimizer=dict(type='RepOptSGD', lr=lr, momentum=0.0,
+                                              weight_decay=0.0))))(model)
+    handler = wrapper.repopt_handler
+    handler.reinitialize(torch.Generator().manual_seed(0))  # the rule of initialisation
+    mults = handler.grad_mults('sgd')
+    assert len(mults) == len([b for b in handler.blocks.values()]) > 0
+    model.train()
+    before = {p: p.detach().clone() for p in model.parameters()}
+    out = model(torch.randn(2, 3, 32, 32))
+    out = out[-1] if isinstance(out, (tuple, list)) else out
+    wrapper.backward(out.square().mean())
+    grads = {p: p.grad.detach().clone() for p in model.parameters() if p.grad is not None}
+    wrapper.step()
+    # compared on the parameters (p_new - p_old in float32 would lose digits to cancellation):
+    # the fused foreach update and this expression differ only by their roundings, bounded by
+    # a few float32 eps of the operands' magnitude |p| + |step|
+    eps = torch.finfo(torch.float32).eps
+    resolvable = 0  # kernels whose step is not lost below float32 resolution
+    for p, mult in mults.items():
+        step = -lr * (grads[p] * mult)
+        bound = 4 * eps * (before[p].abs() + step.abs())
+        assert ((p.detach() - (before[p] + step)).abs() <= bound).all()
+        resolvable += bool((step.abs() > bound).any())
+    assert resolvable >= len(mults) // 2  # the check above is not vacuous
+    plain = [p for p in grads if p not in mults]
+    assert plain and all(torch.allclose(p.detach() - before[p], -lr * grads[p], rtol=1e-4,
+                                        atol=1e-7) for p in plain)
