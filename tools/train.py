@@ -180,9 +180,24 @@ def main(argv=None) -> int:
         # keeps the initialisation identical to the same config run with N CPU processes
         replace_sync_bn(cfg)
     runner = build_runner(cfg)
-    with safe_checkpoint_loading():
-        runner.train()
+    try:
+        with safe_checkpoint_loading():
+            runner.train()
+    finally:
+        shutdown_distributed()
     return 0
+
+
+def shutdown_distributed() -> None:
+    """Wait for every rank, then tear the process group down before the interpreter exits.
+
+    Left to interpreter shutdown, gloo's threads can be destroyed while still joinable
+    ("terminate called without an active exception", SIGABRT in one rank after training).
+    """
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == '__main__':
