@@ -19,7 +19,7 @@ import sys
 
 sys.path.insert(0, osp.dirname(osp.abspath(__file__)))
 from train import (build_runner, load_config, parse_runner_args,  # noqa: E402
-                   prepare_cpu_distributed, safe_checkpoint_loading)
+                   prepare_cpu_distributed, safe_checkpoint_loading, shutdown_distributed)
 
 import torch  # noqa: E402
 
@@ -116,6 +116,7 @@ def main(argv=None) -> int:
         from rep_mm.demo_utils import write_json_atomic
         write_json_atomic({k: float(v) if isinstance(v, (int, float)) else v
                            for k, v in metrics.items()}, args.out)
+    shutdown_distributed()  # not on errors: a barrier would wait for a rank that has failed
     return 0
 
 

@@ -180,11 +180,9 @@ def main(argv=None) -> int:
         # keeps the initialisation identical to the same config run with N CPU processes
         replace_sync_bn(cfg)
     runner = build_runner(cfg)
-    try:
-        with safe_checkpoint_loading():
-            runner.train()
-    finally:
-        shutdown_distributed()
+    with safe_checkpoint_loading():
+        runner.train()
+    shutdown_distributed()  # not on errors: a barrier would wait for a rank that has failed
     return 0
 
 
