@@ -5,7 +5,7 @@ Usage::
     python tools/deploy.py CONFIG [CHECKPOINT] --work-dir DIR [--random-init] [--image IMG]
                            [--deploy-config D] [--tolerance 1e-4] [--overwrite]
 
-See rep_mm/deploy.py and docs/deploy.md.
+See rep_mm/deploy/ and docs/deploy.md.
 """
 import os
 import sys

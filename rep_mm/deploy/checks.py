@@ -1,0 +1,74 @@
+"""Judging an export: ONNX outputs vs PyTorch (via :mod:`rep_mm.onnx_checks`) and the verdict.
+
+Errors are ``max |a - b|`` and ``max |a - b| / max |a|`` over all outputs; the one held
+against ``tolerance`` is ONNX vs the training-form model (or vs the converted model when
+the checkpoint was already converted).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+from torch import Tensor, nn
+
+from ..onnx_checks import compare_outputs, compare_pre_nms, rewritten_forward
+
+__all__ = ['compare_all', 'judge']
+
+
+def compare_all(model: nn.Module, training_form: Optional[nn.Module], deploy_cfg: Any,
+                inputs: Tensor, samples: Any, onnx_outputs: Sequence[np.ndarray],
+                onnx_path: Path, codebase: str) -> Dict[str, Dict[str, Any]]:
+    """Every comparison of the export, by name.
+
+    ``onnx_vs_converted`` always; with a training-form model also ``onnx_vs_training_form``
+    and ``converted_vs_training_form``; detectors also ``pre_nms`` (raw head outputs).
+    """
+    references = rewritten_forward(
+        [model] + ([training_form] if training_form is not None else []), deploy_cfg,
+        inputs, samples)
+    deployed_ref = references[0]
+    comparisons = dict(
+        onnx_vs_converted=compare_outputs(deployed_ref, onnx_outputs, codebase))
+    if training_form is not None:
+        training_ref = references[1]
+        comparisons['onnx_vs_training_form'] = compare_outputs(training_ref, onnx_outputs,
+                                                               codebase)
+        comparisons['converted_vs_training_form'] = compare_outputs(
+            training_ref, [t.numpy() for t in deployed_ref], codebase)
+    if codebase == 'mmdet':
+        comparisons['pre_nms'] = compare_pre_nms(model, training_form, inputs, onnx_path)
+    return comparisons
+
+
+def judge(data: Dict[str, Any], key: str, codebase: str, tolerance: float) -> List[str]:
+    """The failures of an export (empty: passed) from ``data['comparisons']`` and
+    ``data['graph']``; ``key`` names the comparison held against ``tolerance``.
+
+    A detector whose kept boxes differ while the raw head outputs before NMS agree is a
+    threshold tie, not a failure: then ``data['note']`` says so.
+    """
+    comparisons, graph = data['comparisons'], data['graph']
+    final = comparisons[key]
+    failures = []
+    pre_nms_ok = (codebase == 'mmdet' and comparisons['pre_nms']['comparable'] and
+                  comparisons['pre_nms']['max_rel'] <= tolerance)
+    if not final['comparable'] and pre_nms_ok:
+        # a score on the NMS threshold flips a box; the graph itself computes the same
+        data['note'] = (f'{key}: {final["note"]}; the raw head outputs before NMS agree, '
+                        f'so this is a threshold tie, not a parity failure')
+    elif not final['comparable']:
+        failures.append(final['note'])
+    elif final['max_rel'] > tolerance:
+        failures.append(f'{key}: max rel error {final["max_rel"]:.3g} > {tolerance:g}')
+    if graph['batch_norm_nodes']:
+        failures.append(f'{graph["batch_norm_nodes"]} BatchNormalization node(s) in graph')
+    if graph['scopes_named'] and graph['blocks_not_one_conv']:
+        failures.append(f'{len(graph["blocks_not_one_conv"])} fused block(s) without '
+                        f'exactly one Conv node')
+    pre_nms = comparisons.get('pre_nms')
+    if pre_nms is not None and pre_nms['comparable'] and pre_nms['max_rel'] > tolerance:
+        failures.append(f'pre-NMS head outputs: max rel error '
+                        f'{pre_nms["max_rel"]:.3g} > {tolerance:g}')
+    return failures
