@@ -10,7 +10,7 @@ from rep_mm.backbones import RepVGG, RepVGGplus
 from rep_mm.blocks import RepVGGBlock
 from rep_mm.testing import randomize_bn_statistics
 
-from ..conftest import load_golden, load_manifest, relative_error
+from ..conftest import load_golden, load_manifest
 
 HEAD_PREFIXES = ('linear.', 'stage1_aux.', 'stage2_aux.', 'stage3_first_aux.')
 
