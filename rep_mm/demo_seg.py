@@ -108,7 +108,9 @@ def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional
 
     Returns:
         dict: ``miou`` (train / deploy), ``miou_identical``, ``metrics`` of both runs,
-        ``same_pixels`` / ``pixels``, ``max_abs_logit_diff``, ``max_rel_logit_diff``,
+        ``same_pixels`` / ``pixels``, ``tied_pixels`` (top-2 margin within twice the max logit
+        difference: their class may flip by rounding) and ``differing_decided_pixels`` (must
+        be 0), ``max_abs_logit_diff``, ``max_rel_logit_diff``,
         ``images_per_second`` (train / deploy / batch), ``speedup``, ``params``,
         ``train_seconds``, ``converted_blocks``, ``unconverted_blocks``, ``hook_check``,
         ``target_miou``, ``background_only_miou`` and ``ok`` (identical metrics, nothing left
@@ -116,7 +118,7 @@ def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional
     """
     import rep_mm  # noqa: F401  (registers rep_mm's modules)
     from rep_mm.datasets import prepare_digit_scenes
-    from rep_mm.checkpoint import runner_safe_globals
+    from rep_mm.checkpoint import runner_allow_list
     if not Path(config).is_file():
         raise FileNotFoundError(f'segmentation demo config {config} not found; the demo runs '
                                 'from a source checkout of rep_mm (pip install -e .)')
@@ -133,7 +135,7 @@ def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional
     cfg = _seg_config(Path(config), data_dir, osp.join(work_dir, 'seg_train'), iters, quick)
     train_runner = build_runner(cfg, 'demo_seg_train')
     train_started = time.perf_counter()
-    with torch.serialization.safe_globals(runner_safe_globals()):
+    with runner_allow_list():
         train_runner.train()
     train_seconds = time.perf_counter() - train_started
     checkpoint = osp.join(cfg.work_dir, f'iter_{iters}.pth')
@@ -152,7 +154,11 @@ def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional
     logits_train = _seg_logits(train_model, dataloader)
     logits_deploy = _seg_logits(deploy_model, dataloader)
     max_abs = (logits_train - logits_deploy).abs().max().item()
-    same_pixels = int((logits_train.argmax(1) == logits_deploy.argmax(1)).sum())
+    same = logits_train.argmax(1) == logits_deploy.argmax(1)
+    # a pixel whose two best classes are closer than the logit difference may flip by rounding
+    top2 = logits_train.topk(2, dim=1).values
+    decided = (top2[:, 0] - top2[:, 1]) > 2 * max_abs
+    same_pixels = int(same.sum())
     batch = next(iter(dataloader))
     inputs = deploy_model.data_preprocessor(batch, False)['inputs']
     rates = median_throughput({'train': train_model, 'deploy': deploy_model}, inputs,
@@ -167,6 +173,7 @@ def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional
         metrics=dict(train=metrics_train, deploy=metrics_deploy),
         miou_identical=metrics_train == metrics_deploy,
         pixels=int(logits_train.argmax(1).numel()), same_pixels=same_pixels,
+        tied_pixels=int((~decided).sum()), differing_decided_pixels=int((~same & decided).sum()),
         max_abs_logit_diff=max_abs,
         max_rel_logit_diff=max_abs / logits_train.abs().max().item(),
         images_per_second=dict(train=rates['train'], deploy=rates['deploy'],

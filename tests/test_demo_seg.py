@@ -14,7 +14,12 @@ def test_quick_segmentation_demo(tmp_path):
     # two separate evaluations (training form / converted in place by the hook): identical
     assert summary['miou_identical'] and summary['metrics']['train'] == summary['metrics']['deploy']
     assert 0.0 <= summary['miou']['train'] <= 100.0 and math.isfinite(summary['miou']['train'])
-    assert summary['pixels'] == 16 * 64 * 64 and summary['same_pixels'] == summary['pixels']
+    assert summary['pixels'] == 16 * 64 * 64
+    # every pixel whose class is decided by more than the rounding of the logits keeps it; a
+    # barely trained model has near-tied pixels that float32 rounding may flip either way
+    assert summary['differing_decided_pixels'] == 0
+    assert summary['same_pixels'] >= summary['pixels'] - summary['tied_pixels']
+    assert summary['tied_pixels'] <= summary['pixels'] // 1000
     assert summary['max_rel_logit_diff'] <= 1e-5
     assert summary['hook_check']['phase'] == 'test' and summary['hook_check']['passed']
     assert summary['converted_blocks'] == 7 and summary['unconverted_blocks'] == 0
