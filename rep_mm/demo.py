@@ -30,7 +30,7 @@ import os.path as osp
 import sys
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -126,7 +126,7 @@ def run_classification_demo(work_dir: str, quick: bool = False, data_dir: Option
     digits = prepare_digits(data_dir, size=32, seed=0)
 
     cfg = digits_demo_config(Path(config), data_dir, osp.join(work_dir, 'train'), quick,
-                       digits['counts'])
+                             digits['counts'])
     train_runner = build_runner(cfg, 'demo_train')
     train_started = time.perf_counter()
     train_runner.train()
@@ -220,6 +220,25 @@ def _classification_failure(summary: dict, quick: bool) -> str:
         and summary['top1']['deploy'] < TARGET_TOP1 else '')
 
 
+def _run_part(part: str, work_dir: str, args: argparse.Namespace) -> Tuple[str, dict, str, str]:
+    """Run one part of the demo: ``(summary file name, summary, table, failure message)``."""
+    if part == 'cls':
+        summary = run_classification_demo(work_dir, quick=args.quick, data_dir=args.data_dir,
+                                          config=Path(args.config))
+        return (SUMMARY_NAME, summary, format_table(summary),
+                'classification: ' + _classification_failure(summary, args.quick))
+    if part == 'seg':
+        from rep_mm import demo_seg
+        summary = demo_seg.run_segmentation_demo(work_dir, quick=args.quick)
+        return (demo_seg.SUMMARY_NAME, summary, demo_seg.format_seg_table(summary),
+                'segmentation: mIoU of the two forms differ, blocks left unconverted or mIoU '
+                f"below {summary['target_miou']}")
+    from rep_mm import demo_repopt
+    summary = demo_repopt.run_repopt_demo(work_dir, quick=args.quick, data_dir=args.data_dir)
+    return (demo_repopt.SUMMARY_NAME, summary, demo_repopt.format_repopt_table(summary),
+            'repopt: the target model did not train with RepOptSGD grad mults on every block')
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line of the demo; returns the exit status (0 when every part passed)."""
     parser = argparse.ArgumentParser(prog='python -m rep_mm.demo',
@@ -245,36 +264,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"--parts: unknown part(s) {unknown or args.parts!r}; allowed: {', '.join(PARTS)}")
     work_dir = osp.abspath(args.work_dir)
     failures = []
-    if 'cls' in parts:
-        summary = run_classification_demo(work_dir, quick=args.quick, data_dir=args.data_dir,
-                                          config=Path(args.config))
-        path = osp.join(work_dir, SUMMARY_NAME)
+    for part in parts:
+        summary_name, summary, table, failure = _run_part(part, work_dir, args)
+        path = osp.join(work_dir, summary_name)
         write_json_atomic(summary, path)
-        print('\n' + format_table(summary))
+        print('\n' + table)
         print(f'summary: {path}')
         if not summary['ok']:
-            failures.append('classification: ' + _classification_failure(summary, args.quick))
-    if 'seg' in parts:
-        from rep_mm import demo_seg
-        seg_summary = demo_seg.run_segmentation_demo(work_dir, quick=args.quick)
-        path = osp.join(work_dir, demo_seg.SUMMARY_NAME)
-        write_json_atomic(seg_summary, path)
-        print('\n' + demo_seg.format_seg_table(seg_summary))
-        print(f'summary: {path}')
-        if not seg_summary['ok']:
-            failures.append('segmentation: mIoU of the two forms differ, blocks left unconverted '
-                            f"or mIoU below {seg_summary['target_miou']}")
-    if 'repopt' in parts:
-        from rep_mm import demo_repopt
-        repopt_summary = demo_repopt.run_repopt_demo(work_dir, quick=args.quick,
-                                                     data_dir=args.data_dir)
-        path = osp.join(work_dir, demo_repopt.SUMMARY_NAME)
-        write_json_atomic(repopt_summary, path)
-        print('\n' + demo_repopt.format_repopt_table(repopt_summary))
-        print(f'summary: {path}')
-        if not repopt_summary['ok']:
-            failures.append('repopt: the target model did not train with RepOptSGD grad mults on '
-                            'every block')
+            failures.append(failure)
     for failure in failures:
         print('DEMO FAILED: ' + failure, file=sys.stderr)
     return 1 if failures else 0
