@@ -32,7 +32,7 @@ from common import benchmark_parser, median, save_figure, save_results, subplots
 from rep_mm.backbones import RepOptVGG, RepVGG  # noqa: E402
 from rep_mm.optim import RepOptAdamW, RepOptSGD, build_handler, official_param_groups  # noqa: E402
 
-REFERENCE = Path(__file__).resolve().parents[2] / 'shared' / 'reference' / 'repopt_scales'
+REFERENCE = Path(__file__).resolve().parents[1] / 'tests' / 'data' / 'reference' / 'repopt_scales'
 DEFAULT_SCALES = REFERENCE / 'RepOpt-VGG-B1-scales.pth'
 QUICK_ARCH = dict(num_blocks=(1, 2, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.25))
 TARGETS = {'optimizer_step': 1.2, 'train_step': 0.85}

@@ -7,7 +7,9 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-REFERENCE_DIR = Path(os.environ.get('REP_MM_REFERENCE', REPO_ROOT.parent / 'shared' / 'reference'))
+# measured facts of the original implementations, kept in the repository (tests/data/reference,
+# provenance in its README.md); REP_MM_REFERENCE points at another copy
+REFERENCE_DIR = Path(os.environ.get('REP_MM_REFERENCE', REPO_ROOT / 'tests' / 'data' / 'reference'))
 
 # at most 2 threads (CI's machine); fewer when OMP_NUM_THREADS asks for it (parallel jobs)
 torch.set_num_threads(max(1, min(int(os.environ.get('OMP_NUM_THREADS') or 2), os.cpu_count() or 1)))
@@ -15,8 +17,9 @@ torch.set_num_threads(max(1, min(int(os.environ.get('OMP_NUM_THREADS') or 2), os
 
 def reference_path(*parts: str) -> Path:
     path = REFERENCE_DIR.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f'reference data not found at {path} (set REP_MM_REFERENCE)')
+    if not path.exists():  # part of the repository: missing data is an error, not a skip
+        raise FileNotFoundError(f'reference data not found at {path} (tests/data/reference is '
+                                f'part of the repository; REP_MM_REFERENCE overrides it)')
     return path
 
 
