@@ -1,7 +1,11 @@
 """Checks of an exported ONNX graph against PyTorch: output errors, raw detector head outputs
 before NMS, and the graph's structure (BatchNormalization nodes, Conv nodes per fused block).
 
-Used by :mod:`rep_mm.deploy`; every function works on one model / one graph file.
+Used by :mod:`rep_mm.deploy`; every function works on one model / one graph file. The errors
+come from :func:`rep_mm.compare.compare`: a NaN or infinity in either output is a finding
+(tensor, count, first index) that fails the comparison, and ``max_abs`` / ``max_rel`` are then
+NaN (undefined), with the errors over the finite values kept as
+``finite_max_abs`` / ``finite_max_rel``.
 """
 from __future__ import annotations
 
@@ -12,6 +16,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from .compare import as_float64, compare
 
 __all__ = ['flatten_outputs', 'errors', 'rewritten_forward', 'compare_outputs',
            'compare_pre_nms', 'graph_checks']
@@ -28,19 +34,20 @@ def flatten_outputs(output: Any) -> List[Tensor]:
     raise ValueError(f'unexpected model output of type {type(output).__name__}')
 
 
-def errors(reference: Sequence[np.ndarray], candidate: Sequence[np.ndarray]) -> Dict[str, float]:
-    """``max |a - b|`` and ``max |a - b| / max |a|`` over paired arrays (float64)."""
+def errors(reference: Sequence[Any], candidate: Sequence[Any],
+           names: Optional[Sequence[str]] = None, allow_empty: bool = False) -> Dict[str, Any]:
+    """:meth:`rep_mm.compare.Comparison.to_dict` of paired arrays / tensors (float64).
+
+    Keys: ``max_abs``, ``max_rel`` (NaN when any value is NaN / inf), ``finite_max_abs``,
+    ``finite_max_rel``, ``max_reference``, ``tensors``, ``elements``, ``finite``,
+    ``reference_finite``, ``nonfinite`` (findings: tensor, name, shape, kind, side, count,
+    first_index), ``notes`` and ``failures`` (the reasons that fail at any tolerance:
+    non-finite values, nothing compared unless ``allow_empty``).
+    """
     if len(reference) != len(candidate):
         raise ValueError(f'{len(reference)} reference outputs vs {len(candidate)} ONNX outputs')
-    max_abs, max_ref = 0.0, 0.0
-    for a, b in zip(reference, candidate):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if a.shape != b.shape:
-            raise ValueError(f'output shapes differ: {a.shape} vs {b.shape}')
-        if a.size:
-            max_abs = max(max_abs, float(np.abs(a - b).max()))
-            max_ref = max(max_ref, float(np.abs(a).max()))
-    return dict(max_abs=max_abs, max_rel=max_abs / max(max_ref, np.finfo(np.float64).tiny))
+    return compare(list(reference), list(candidate), names=names,
+                   allow_empty=allow_empty).to_dict(json_safe=False)
 
 
 def rewritten_forward(models: Sequence[nn.Module], deploy_cfg: Any, inputs: Tensor,
@@ -65,8 +72,10 @@ def rewritten_forward(models: Sequence[nn.Module], deploy_cfg: Any, inputs: Tens
 
 def compare_outputs(reference: Sequence[Tensor], onnx_outputs: Sequence[np.ndarray],
              codebase: str) -> Dict[str, Any]:
-    """Errors between paired outputs; detectors must keep the same boxes and labels first."""
-    reference = [t.numpy() if isinstance(t, Tensor) else np.asarray(t) for t in reference]
+    """Errors between paired outputs (:func:`errors`); detectors must keep the same boxes
+    and labels first. ``comparable`` is False (errors None, ``note`` says why) when shapes
+    or detector labels differ."""
+    reference = [as_float64(t) if isinstance(t, Tensor) else np.asarray(t) for t in reference]
     shapes = dict(reference=[list(a.shape) for a in reference],
                   onnx=[list(a.shape) for a in onnx_outputs])
     if [a.shape for a in reference] != [a.shape for a in onnx_outputs]:
@@ -76,7 +85,8 @@ def compare_outputs(reference: Sequence[Tensor], onnx_outputs: Sequence[np.ndarr
         if not np.array_equal(reference[1], onnx_outputs[1]):
             return dict(comparable=False, max_abs=None, max_rel=None, shapes=shapes,
                         note='detections after NMS differ in their labels (kept boxes differ)')
-        result = errors(reference[:1], onnx_outputs[:1])
+        # no box kept is possible; the raw head outputs are compared before NMS (pre_nms)
+        result = errors(reference[:1], onnx_outputs[:1], allow_empty=True)
         result.update(kept_boxes=int(reference[0].shape[1]) if reference[0].ndim == 3 else None)
     else:
         result = errors(reference, onnx_outputs)
@@ -147,8 +157,8 @@ def compare_pre_nms(model: nn.Module, training_form: Optional[nn.Module],
     feed = {'input': inputs.detach().cpu().numpy()}
     onnx_values = _onnx_conv_outputs(onnx_path, feed, names)
     reference = training_form if training_form is not None else model
-    ref_values = [t.numpy() for _, t in _head_conv_outputs(reference, inputs)]
-    result = errors(ref_values, onnx_values)
+    ref_values = [t for _, t in _head_conv_outputs(reference, inputs)]
+    result = errors(ref_values, onnx_values, names=names)
     return dict(comparable=True, outputs=len(names), against=(
         'training form' if training_form is not None else 'converted'), note='', **result)
 

@@ -1,10 +1,12 @@
 """rep_mm.reparameterize: walks any model (foreign blocks, wrappers) and verifies honestly."""
+import math
 import socket
 
 import pytest
 import torch
 from torch import nn
 
+import rep_mm.reparam
 from rep_mm import ReparamBlock, reparameterize, verify_equivalence
 from rep_mm.backbones import RepVGG
 from rep_mm.blocks import RepVGGBlock
@@ -98,3 +100,128 @@ def test_ddp_wrapped_model_converts_the_inner_module():
         assert isinstance(wrapped.module.stage0, ReparamBlock) and wrapped.module.deploy
     finally:
         dist.destroy_process_group()
+
+
+# -- non-finite models: never PASS, never install a NaN / inf kernel --------------------------
+def nan_at(tensor, index=0):
+    with torch.no_grad():
+        tensor.view(-1)[index] = float('nan')
+
+
+def test_nan_weight_raises_naming_block_and_parameter_and_leaves_training_form():
+    model = randomize_bn_statistics(nn.Sequential(RepVGGBlock(4, 4), RepVGGBlock(4, 4)), 0)
+    nan_at(model[1].rbr_1x1.conv.weight, 3)
+    with pytest.raises(rep_mm.reparam.ReparamError) as info:
+        reparameterize(model)
+    text = str(info.value)
+    assert "1 (RepVGGBlock)" in text and 'fused kernel' in text
+    assert 'rbr_1x1.conv.weight (1 NaN/inf of 16)' in text and 'training form' in text
+    assert info.value.report.converted == ['0'] and len(info.value.report.errors) == 1
+    assert not model[1].deploy and hasattr(model[1], 'rbr_dense')  # untouched
+    assert not hasattr(model[1], 'rbr_reparam')
+    assert model[0].deploy  # the healthy block was converted
+
+
+@pytest.mark.parametrize('buffer, value', [('running_mean', float('inf')),
+                                           ('running_var', float('nan')),
+                                           ('running_var', -1.0)])
+def test_bad_bn_statistics_raise_naming_the_buffer(buffer, value):
+    block = randomize_bn_statistics(RepVGGBlock(4, 4), 1)
+    with torch.no_grad():
+        getattr(block.rbr_identity, buffer)[2] = value
+    with pytest.raises(rep_mm.reparam.ReparamError, match=f'rbr_identity.{buffer}'):
+        block.switch_to_deploy()
+    assert not block.deploy and hasattr(block, 'rbr_identity')
+
+
+def test_verify_on_a_nan_model_fails_loudly_and_never_passes():
+    model = randomize_bn_statistics(nn.Sequential(RepVGGBlock(4, 4)), 0)
+    nan_at(model[0].rbr_dense.bn.weight)
+    report = verify_equivalence(model, torch.randn(1, 4, 8, 8))
+    assert report.passed is False and report.errors
+    assert math.isnan(report.max_abs_error) and math.isnan(report.max_rel_error)
+    text = report.summary()
+    assert 'PASS' not in text and 'FAIL' in text
+    assert 'rbr_dense.bn.weight' in text  # the cause
+    assert 'reference output itself is not finite' in text  # the training form is NaN already
+    assert not report.comparison.reference_finite
+
+
+def test_nan_outside_the_fused_kernel_fails_the_comparison():
+    """A NaN in a layer that is not folded (the classifier) reaches both outputs."""
+    model = randomize_bn_statistics(nn.Sequential(RepVGGBlock(4, 4), nn.Conv2d(4, 2, 1)), 0)
+    nan_at(model[1].bias, 1)
+    report = reparameterize(model, verify=torch.randn(1, 4, 8, 8))
+    assert report.errors == [] and report.converted == ['0']
+    assert report.passed is False and 'PASS' not in report.summary()
+    (finding,) = report.comparison.nonfinite
+    assert finding.side == 'both' and finding.count == 64 and finding.first_index == (0, 1, 0, 0)
+
+
+def test_candidate_nan_is_caught_even_when_conversion_code_is_wrong():
+    class NaNBlock(RepVGGBlock):
+        def checked_kernel_bias(self):  # a block that skips the checks and installs NaN
+            kernel, bias = self.equivalent_kernel_bias()
+            kernel = kernel.clone()
+            kernel[0, 0, 1, 1] = float('nan')
+            return kernel, bias
+
+    model = randomize_bn_statistics(nn.Sequential(NaNBlock(4, 4)), 0)
+    report = reparameterize(model, verify=torch.randn(1, 4, 8, 8))
+    assert report.passed is False and math.isnan(report.max_rel_error)
+    (finding,) = report.comparison.nonfinite
+    assert finding.side == 'candidate' and finding.kind == 'NaN'
+    assert 'NaN in the candidate only' in report.summary() and 'PASS' not in report.summary()
+    assert all(math.isnan(v) for v in max_errors(torch.ones(2), torch.tensor([1., math.nan])))
+
+
+def test_fp16_overflow_of_the_fused_kernel_raises_and_keeps_the_branches():
+    """Every branch fits in fp16 and the training output is finite; the sum does not fit."""
+    block = RepVGGBlock(2, 2)
+    with torch.no_grad():
+        for bn in (block.rbr_dense.bn, block.rbr_1x1.bn, block.rbr_identity):
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0)
+            bn.weight.fill_(1.0)
+            bn.bias.zero_()
+        block.rbr_dense.conv.weight.zero_()
+        block.rbr_1x1.conv.weight.zero_()
+        block.rbr_dense.conv.weight[0, 0, 1, 1] = 40000.0
+        block.rbr_1x1.conv.weight[0, 0, 0, 0] = 40000.0  # centre: 80000 / sqrt(1 + eps) + 1 > 65504
+    model = nn.Sequential(block).half().eval()
+    x = torch.full((1, 2, 3, 3), 2 ** -10, dtype=torch.float16)
+    with torch.no_grad():
+        assert torch.isfinite(model(x)).all()  # 40000 * 2^-10 twice: the training form is fine
+    with pytest.raises(rep_mm.reparam.ReparamError) as info:
+        reparameterize(model)
+    text = str(info.value)
+    assert "0 (RepVGGBlock)" in text and 'fused kernel' in text
+    assert 'largest magnitude 80000.6' in text and '65504' in text and 'torch.float16' in text
+    assert not block.deploy and hasattr(block, 'rbr_dense') and not hasattr(block, 'rbr_reparam')
+    report = verify_equivalence(model, x)
+    assert report.passed is False and 'PASS' not in report.summary()
+    assert 'could not be converted' in report.summary()
+
+
+def test_float64_conversion_still_exact():
+    model = randomize_bn_statistics(nn.Sequential(RepVGGBlock(4, 4)), 4).double()
+    report = reparameterize(model, verify=torch.randn(2, 4, 8, 8, dtype=torch.float64))
+    assert report.passed and report.max_rel_error <= 1e-10
+    assert report.comparison.finite and 'PASS' in report.summary()
+
+
+@pytest.mark.parametrize('command', ['convert', 'verify'])
+def test_cli_on_a_nan_checkpoint_exits_1_and_writes_nothing(command, tmp_path, capsys):
+    from rep_mm.cli import EXIT_FAILED, build_arch_model, main
+    model = randomize_bn_statistics(build_arch_model('RepVGG-A0'), 5)
+    state = model.official_state_dict()
+    state['stage1.0.rbr_dense.conv.weight'].view(-1)[7] = float('nan')
+    source, out = tmp_path / 'nan.pth', tmp_path / 'converted.pth'
+    torch.save({'state_dict': state}, source)
+    paths = [str(source), str(out)] if command == 'convert' else [str(source)]
+    code = main([command, '--arch', 'RepVGG-A0', *paths, '--shape', '1x3x32x32'])
+    printed = capsys.readouterr().out
+    assert code == EXIT_FAILED, printed
+    assert 'stage1.0' in printed and 'rbr_dense.conv.weight' in printed
+    assert 'PASS' not in printed and 'FAIL' in printed
+    assert not out.exists()

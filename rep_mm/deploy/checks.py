@@ -1,11 +1,13 @@
 """Judging an export: ONNX outputs vs PyTorch (via :mod:`rep_mm.onnx_checks`) and the verdict.
 
-Errors are ``max |a - b|`` and ``max |a - b| / max |a|`` over all outputs; the one held
+Errors are ``max |a - b|`` and ``max |a - b| / max |a|`` over all outputs (:mod:`rep_mm.compare`:
+any NaN / inf in an output fails, also where both outputs hold it); the one held
 against ``tolerance`` is ONNX vs the training-form model (or vs the converted model when
 the checkpoint was already converted).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -14,7 +16,7 @@ from torch import Tensor, nn
 
 from ..onnx_checks import compare_outputs, compare_pre_nms, rewritten_forward
 
-__all__ = ['compare_all', 'judge']
+__all__ = ['compare_all', 'comparison_failures', 'judge']
 
 
 def compare_all(model: nn.Module, training_form: Optional[nn.Module], deploy_cfg: Any,
@@ -42,33 +44,48 @@ def compare_all(model: nn.Module, training_form: Optional[nn.Module], deploy_cfg
     return comparisons
 
 
+def comparison_failures(name: str, result: Dict[str, Any], tolerance: float) -> List[str]:
+    """Why one comparable comparison (a dict of :func:`rep_mm.onnx_checks.errors`) fails at
+    ``tolerance``: its non-finite findings / empty outputs, or ``max_rel`` undefined or above
+    ``tolerance``. Empty: it passes."""
+    reasons = list(result.get('failures') or [])
+    if not reasons:
+        max_rel = result.get('max_rel')
+        if max_rel is None or not math.isfinite(max_rel):
+            reasons.append(f'max rel error undefined ({max_rel})')
+        elif not max_rel <= tolerance:
+            reasons.append(f'max rel error {max_rel:.3g} > {tolerance:g}')
+    return [f'{name}: {reason}' for reason in reasons]
+
+
 def judge(data: Dict[str, Any], key: str, codebase: str, tolerance: float) -> List[str]:
     """The failures of an export (empty: passed) from ``data['comparisons']`` and
     ``data['graph']``; ``key`` names the comparison held against ``tolerance``.
 
+    A NaN or infinity found by any comparison is a failure, whichever comparison is held
+    against ``tolerance`` (a reference that is itself non-finite cannot be verified).
     A detector whose kept boxes differ while the raw head outputs before NMS agree is a
     threshold tie, not a failure: then ``data['note']`` says so.
     """
     comparisons, graph = data['comparisons'], data['graph']
     final = comparisons[key]
     failures = []
-    pre_nms_ok = (codebase == 'mmdet' and comparisons['pre_nms']['comparable'] and
-                  comparisons['pre_nms']['max_rel'] <= tolerance)
+    pre_nms = comparisons.get('pre_nms')
+    pre_nms_ok = (codebase == 'mmdet' and pre_nms is not None and pre_nms['comparable'] and
+                  not comparison_failures('pre_nms', pre_nms, tolerance))
     if not final['comparable'] and pre_nms_ok:
         # a score on the NMS threshold flips a box; the graph itself computes the same
         data['note'] = (f'{key}: {final["note"]}; the raw head outputs before NMS agree, '
                         f'so this is a threshold tie, not a parity failure')
     elif not final['comparable']:
         failures.append(final['note'])
-    elif final['max_rel'] > tolerance:
-        failures.append(f'{key}: max rel error {final["max_rel"]:.3g} > {tolerance:g}')
-    if graph['batch_norm_nodes']:
-        failures.append(f'{graph["batch_norm_nodes"]} BatchNormalization node(s) in graph')
-    if graph['scopes_named'] and graph['blocks_not_one_conv']:
-        failures.append(f'{len(graph["blocks_not_one_conv"])} fused block(s) without '
-                        f'exactly one Conv node')
-    pre_nms = comparisons.get('pre_nms')
-    if pre_nms is not None and pre_nms['comparable'] and pre_nms['max_rel'] > tolerance:
-        failures.append(f'pre-NMS head outputs: max rel error '
-                        f'{pre_nms["max_rel"]:.3g} > {tolerance:g}')
+    else:
+        failures.extend(comparison_failures(key, final, tolerance))
+    for name, result in comparisons.items():
+        if name not in (key, 'pre_nms') and result.get('comparable') and result.get('nonfinite'):
+            failures.extend(comparison_failures(name, result, math.inf))
+    failures.extend(f'graph: {reason}' for reason in graph['failures'])
+    if pre_nms is not None and pre_nms['comparable']:
+        failures.extend(f'pre-NMS head outputs: {reason}' for reason in
+                        comparison_failures('pre_nms', pre_nms, tolerance))
     return failures

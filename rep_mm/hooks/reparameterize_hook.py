@@ -18,7 +18,14 @@
   so that the parameter-by-parameter swap-back still pairs the same tensors.
 * **Verification** (``verify``): on the first batch of the loop, the training-form model and
   the converted one are run on the same preprocessed inputs (``mode='tensor'``, i.e. before
-  any post-processing; features and RPN outputs for two-stage detectors) and ``max |a - b|`` and ``max |a - b| / max |a|`` are logged.
+  any post-processing; features and RPN outputs for two-stage detectors) and ``max |a - b|``
+  and ``max |a - b| / max |a|`` are logged
+  (:mod:`rep_mm.compare`: a NaN or infinity in either output is a failure, named with its
+  tensor, count and first index, also when the training-form output itself is not finite).
+* **Failures** (a failed check, or a block whose fused kernel would be NaN / inf or overflow
+  the model's dtype) are logged as warnings, or raise ``RuntimeError`` with
+  ``raise_on_failure=True``. A model that cannot be converted is not converted at all: the
+  validation then runs on the training model itself, the test on the training form.
 
 Usage in any mmpretrain / mmseg / mmdet config::
 
@@ -37,7 +44,8 @@ from mmengine.model import is_model_wrapper
 from torch import nn
 
 from ..registry import HOOKS
-from ..reparam import default_tolerance, max_errors, reparameterize
+from ..reparam import (ReparamError, compare_model_outputs, conversion_problems,
+                       default_tolerance, reparameterize)
 
 __all__ = ['ReparameterizeHook']
 
@@ -83,12 +91,14 @@ class ReparameterizeHook(Hook):
         tolerance (float, optional): largest accepted relative error
             ``max |a - b| / max |a|``; default by parameter dtype: 1e-5 (float32),
             1e-10 (float64), 1e-2 (float16), 5e-2 (bfloat16).
-        raise_on_failure (bool): raise ``RuntimeError`` when the verification fails instead
-            of logging a warning. Default False.
+        raise_on_failure (bool): raise ``RuntimeError`` when the verification fails, or the
+            model cannot be converted, instead of logging a warning. Default False.
 
     Attributes:
         last_check (dict | None): the latest verification: ``phase`` ('val' | 'test'),
-            ``max_abs_error``, ``max_rel_error``, ``tolerance``, ``passed``.
+            ``max_abs_error``, ``max_rel_error`` (NaN when an output is not finite or the
+            model could not be converted), ``tolerance``, ``passed``, ``failures`` (list of
+            reasons, empty when passed), ``nonfinite`` (findings as dicts).
         last_report (ReparamReport | None): the latest conversion report.
     """
 
@@ -138,7 +148,13 @@ class ReparameterizeHook(Hook):
         if not self.convert_before_val:
             return
         model = unwrap_model(runner.model)
-        report = reparameterize(model, inplace=False)
+        try:
+            report = reparameterize(model, inplace=False)
+        except ReparamError as error:
+            self.last_report = error.report
+            self._conversion_failed(runner, 'val', str(error),
+                                    'validating the training model unconverted')
+            return
         self.last_report = report
         if not report.converted:
             runner.logger.info('ReparameterizeHook: no block to convert '
@@ -180,12 +196,29 @@ class ReparameterizeHook(Hook):
         if not self.convert_before_test:
             return
         model = unwrap_model(runner.model)
+        # a dry run first: a block that cannot be converted leaves the whole model (and the
+        # EMA copy, whose swap pairs tensors by position) in training form
+        ema_hooks = [hook for hook in runner.hooks if isinstance(hook, EMAHook)
+                     and getattr(hook, 'ema_model', None) is not None]
+        problems = conversion_problems(model) + [
+            f'EMA copy: {p}' for hook in ema_hooks for p in conversion_problems(
+                hook.ema_model.module)]
+        if problems:
+            self.last_report = None
+            self._conversion_failed(runner, 'test', '; '.join(problems),
+                                    'testing the training form unconverted')
+            return
         reference = copy.deepcopy(model).eval() if self.verify else None
-        report = reparameterize(model)
-        self.last_report = report
-        for hook in runner.hooks:
-            if isinstance(hook, EMAHook) and getattr(hook, 'ema_model', None) is not None:
+        try:  # foreign blocks are checked only after their own conversion
+            report = reparameterize(model)
+            self.last_report = report
+            for hook in ema_hooks:
                 self._convert_ema(hook)
+        except ReparamError as error:
+            self.last_report = error.report
+            self._conversion_failed(runner, 'test', str(error),
+                                    'testing the model as far as it was converted')
+            return
         if reference is not None:
             self._pending = (reference, model, 'test')
         runner.logger.info(f'ReparameterizeHook: testing the converted model: '
@@ -225,14 +258,17 @@ class ReparameterizeHook(Hook):
         finally:
             for module, mode in modes:
                 module.training = mode
-        max_abs, max_rel = max_errors(expected, actual)
-        dtype = next((p.dtype for p in converted.parameters()), torch.float32)
-        tolerance = self.tolerance if self.tolerance is not None else default_tolerance(dtype)
-        passed = max_rel <= tolerance
-        self.last_check = dict(phase=phase, max_abs_error=max_abs, max_rel_error=max_rel,
-                               tolerance=tolerance, passed=passed)
-        message = (f'ReparameterizeHook: {phase} equivalence on the first batch: '
-                   f'max abs error {max_abs:.3g}, max rel error {max_rel:.3g} '
+        tolerance = self._tolerance(converted)
+        result = compare_model_outputs(expected, actual, tolerance)
+        failures = result.failures()
+        passed = not failures
+        self.last_check = dict(phase=phase, max_abs_error=result.max_abs,
+                               max_rel_error=result.max_rel, tolerance=tolerance,
+                               passed=passed, failures=failures,
+                               nonfinite=[f.to_dict() for f in result.nonfinite])
+        verdict = (f'max abs error {result.max_abs:.3g}, max rel error {result.max_rel:.3g} '
+                   if passed else f'{result.summary(verdict=False)} ')
+        message = (f'ReparameterizeHook: {phase} equivalence on the first batch: {verdict}'
                    f"({'PASS' if passed else 'FAIL'} at tolerance {tolerance:g})")
         if passed:
             runner.logger.info(message)
@@ -241,3 +277,18 @@ class ReparameterizeHook(Hook):
                                'training-form model computes')
         else:
             runner.logger.warning(message)
+
+    def _tolerance(self, model: nn.Module) -> float:
+        dtype = next((p.dtype for p in model.parameters()), torch.float32)
+        return self.tolerance if self.tolerance is not None else default_tolerance(dtype)
+
+    def _conversion_failed(self, runner, phase: str, reason: str, fallback: str) -> None:
+        """A model that cannot be converted: a failed check, logged or raised."""
+        message = f'ReparameterizeHook: {phase}: the model cannot be converted: {reason}'
+        self.last_check = dict(phase=phase, max_abs_error=float('nan'),
+                               max_rel_error=float('nan'),
+                               tolerance=self._tolerance(unwrap_model(runner.model)),
+                               passed=False, failures=[reason], nonfinite=[])
+        if self.raise_on_failure:
+            raise RuntimeError(message)
+        runner.logger.warning(f'{message}; {fallback}')

@@ -4,6 +4,7 @@ Every run randomises the BatchNorm statistics right after ``init_weights`` (a ``
 hook), so the equivalence checks are not vacuous.
 """
 import copy
+import math
 import os
 
 import numpy as np
@@ -21,22 +22,6 @@ from rep_mm.testing import randomize_bn_statistics
 TOLERANCE = 1e-5
 CLASSES = (0, 1, 2)
 PER_CLASS = 8
-
-# exactly what a Runner checkpoint (its meta holds MessageHub history and numpy scalars) needs
-# under torch.load(weights_only=True): get_unsafe_globals_in_checkpoint names six, loading
-# also needs the two numpy dtype classes; getattr is on the list, so only load trusted files
-_CKPT_GLOBALS = None
-
-
-def checkpoint_globals():
-    """The allow-list of globals for loading this test's Runner checkpoints safely."""
-    global _CKPT_GLOBALS
-    if _CKPT_GLOBALS is None:
-        from mmengine.logging import HistoryBuffer
-        _CKPT_GLOBALS = [HistoryBuffer, np._core.multiarray._reconstruct, np.ndarray, np.dtype,
-                         np.dtypes.Float64DType, np.dtypes.Int64DType,
-                         np._core.multiarray.scalar, getattr]
-    return _CKPT_GLOBALS
 
 
 @pytest.fixture(scope='module')
@@ -256,19 +241,19 @@ def test_val_uses_converted_copy_and_checkpoints_keep_training_form(digits_root,
     saved = sorted(p for p in tmp_path.glob('*.pth'))
     assert any(p.name.startswith('best_accuracy') for p in saved)  # saved in after_val_epoch
     assert {p.name for p in saved} >= {'iter_2.pth', 'iter_4.pth'}
-    with torch.serialization.safe_globals(checkpoint_globals()):
-        for path in saved:
-            state = torch.load(path, weights_only=True)['state_dict']
-            assert any('rbr_dense' in k for k in state), path.name
-            assert not any('rbr_reparam' in k for k in state), path.name
+    # Runner checkpoints load with weights_only=True: importing rep_mm allow-lists them
+    for path in saved:
+        state = torch.load(path, weights_only=True)['state_dict']
+        assert any('rbr_dense' in k for k in state), path.name
+        assert not any('rbr_reparam' in k for k in state), path.name
 
     # test from the last checkpoint in a fresh Runner: loaded first, then converted in place
     test_runner, reparam, _, last = build_runner(
         digits_root, tmp_path / 'test', 'hook_plain_test',
         load_from=str(tmp_path / 'iter_4.pth'), train=False)
-    with torch.serialization.safe_globals(checkpoint_globals()):
-        metrics = test_runner.test()
-        trained = torch.load(tmp_path / 'iter_4.pth', weights_only=True)['state_dict']
+    # Runner checkpoints load with weights_only=True: importing rep_mm allow-lists them
+    metrics = test_runner.test()
+    trained = torch.load(tmp_path / 'iter_4.pth', weights_only=True)['state_dict']
     reference = last.first.train_reference.state_dict()
     assert all(torch.equal(reference[k], trained[k]) for k in trained)  # loaded before test
     check_test(test_runner, last, reparam, metrics)
@@ -317,8 +302,8 @@ def test_with_ddp_wrapper(digits_root, tmp_path, monkeypatch):
         runner.train()
         assert isinstance(runner.model, MMDistributedDataParallel)
         check_val(last, reparam, expect_ema=False)
-        with torch.serialization.safe_globals(checkpoint_globals()):
-            state = torch.load(tmp_path / 'iter_4.pth', weights_only=True)['state_dict']
+        # Runner checkpoints load with weights_only=True: importing rep_mm allow-lists them
+        state = torch.load(tmp_path / 'iter_4.pth', weights_only=True)['state_dict']
         assert any(k.startswith('backbone.') and 'rbr_dense' in k for k in state)
         assert not any('rbr_reparam' in k for k in state)
         metrics = runner.test()
@@ -368,3 +353,81 @@ def test_options_skip_conversion_and_failed_verification(digits_root, tmp_path):
 def test_bad_arguments(kwargs, error):
     with pytest.raises(error, match='ReparameterizeHook'):
         ReparameterizeHook(**kwargs)
+
+
+# -- a NaN model is never verified -----------------------------------------------------------
+class InjectNaN(Hook):
+    """Random BN statistics, then a NaN in one parameter, before the loop (priority NORMAL,
+    so before ReparameterizeHook's ``before_*_epoch``)."""
+
+    def __init__(self, parameter):
+        self.parameter = parameter
+
+    def _inject(self, runner):
+        model = unwrap_model(runner.model)
+        randomize_bn_statistics(model, seed=1)
+        with torch.no_grad():
+            dict(model.named_parameters())[self.parameter].view(-1)[0] = float('nan')
+
+    def before_val(self, runner):
+        self._inject(runner)
+
+    def before_test(self, runner):
+        self._inject(runner)
+
+
+def nan_runner(root, work_dir, name, parameter, reparam, val=False):
+    """A test-only (or val-only) Runner whose model gets a NaN in ``parameter``."""
+    loop = 'val' if val else 'test'
+    cfg = dict(model=model_cfg(), work_dir=str(work_dir), experiment_name=name,
+               default_scope='mmpretrain', randomness=dict(seed=0), log_level='WARNING',
+               custom_hooks=[InjectNaN(parameter), reparam])
+    cfg.update({f'{loop}_dataloader': loader(root), f'{loop}_cfg': dict(),
+                f'{loop}_evaluator': dict(type='Accuracy', topk=(1,))})
+    return Runner(**cfg), reparam
+
+
+def test_nan_in_an_unfolded_layer_fails_the_first_batch_check(digits_root, tmp_path):
+    """The head's NaN reaches both outputs: the reference is not finite, never a PASS."""
+    runner, reparam = nan_runner(digits_root, tmp_path / 'warn', 'nan_head', 'head.fc.bias',
+                                 ReparameterizeHook())
+    runner.test()  # default policy: a warning, the test runs on
+    check = reparam.last_check
+    assert check['phase'] == 'test' and check['passed'] is False
+    assert math.isnan(check['max_rel_error']) and check['nonfinite']
+    assert check['nonfinite'][0]['side'] == 'both' and check['nonfinite'][0]['kind'] == 'NaN'
+    assert any('reference output itself is not finite' in f for f in check['failures'])
+    assert not has_bn(runner.model)  # the blocks themselves were fine and converted
+
+    runner, reparam = nan_runner(digits_root, tmp_path / 'raise', 'nan_head_raise',
+                                 'head.fc.bias', ReparameterizeHook(raise_on_failure=True))
+    with pytest.raises(RuntimeError, match='not finite'):
+        runner.test()
+
+
+def test_nan_in_a_block_is_not_converted_at_test(digits_root, tmp_path):
+    parameter = 'backbone.stage1.0.rbr_dense.conv.weight'
+    runner, reparam = nan_runner(digits_root, tmp_path / 'warn', 'nan_block', parameter,
+                                 ReparameterizeHook())
+    runner.test()
+    check = reparam.last_check
+    assert check['passed'] is False and math.isnan(check['max_rel_error'])
+    assert 'backbone.stage1.0 (RepVGGBlock)' in check['failures'][0]
+    assert 'rbr_dense.conv.weight' in check['failures'][0]
+    assert has_branches(runner.model)  # the whole model stayed in training form
+
+    runner, reparam = nan_runner(digits_root, tmp_path / 'raise', 'nan_block_raise', parameter,
+                                 ReparameterizeHook(raise_on_failure=True))
+    with pytest.raises(RuntimeError, match='cannot be converted'):
+        runner.test()
+
+
+def test_nan_in_a_block_at_validation_keeps_val_on_the_training_model(digits_root, tmp_path):
+    runner, reparam = nan_runner(digits_root, tmp_path, 'nan_val',
+                                 'backbone.stage2.0.rbr_1x1.conv.weight', ReparameterizeHook(),
+                                 val=True)
+    runner.val()
+    check = reparam.last_check
+    assert check['phase'] == 'val' and check['passed'] is False
+    assert 'backbone.stage2.0' in check['failures'][0]
+    assert 'val_step' not in runner.model.__dict__ and reparam.val_model is None
