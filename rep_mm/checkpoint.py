@@ -14,8 +14,10 @@ import contextlib
 import os
 import pickle
 import re
-import tempfile
+import struct
+import warnings
 import zipfile
+import zlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
@@ -23,7 +25,8 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-__all__ = ['CheckpointError', 'LoadReport', 'load_checkpoint_file', 'runner_allow_list',
+__all__ = ['CheckpointError', 'LoadReport', 'load_checkpoint_file', 'verify_zip_checkpoint',
+           'checkpoint_format', 'runner_allow_list',
            'extract_state_dict', 'detect_kind', 'mmpretrain_to_official', 'load_weights',
            'save_checkpoint_atomic']
 
@@ -125,32 +128,201 @@ def runner_allow_list() -> Iterator[None]:
         torch.serialization.add_safe_globals(remaining)
 
 
-def load_checkpoint_file(path: Union[str, os.PathLike], allow_unsafe: bool = False) -> Any:
+# ------------------------------------------------------------------------------ integrity
+ZIP_LOCAL_MAGIC = b'PK\x03\x04'
+_LOCAL_HEADER = struct.Struct('<4s5H3I2H')  # signature ... name length, extra length (30 bytes)
+CRC_CHUNK = 1 << 22  # 4 MiB
+
+
+def checkpoint_format(path: str) -> str:
+    """``'zip'`` (``torch.save`` since torch 1.6), ``'legacy'`` (the older pickle stream that
+    starts with a pickle PROTO opcode) or ``'unknown'``, from the file's first bytes."""
+    with open(path, 'rb') as stream:
+        head = stream.read(4)
+    if head == ZIP_LOCAL_MAGIC:
+        return 'zip'
+    if head[:1] == b'\x80':
+        return 'legacy'
+    return 'zip' if zipfile.is_zipfile(path) else 'unknown'
+
+
+def _member_bytes(name: bytes, flag_bits: int) -> str:
+    return name.decode('utf-8' if flag_bits & 0x800 else 'cp437', 'replace')
+
+
+def _cut_member(path: str, size: int) -> str:
+    """Which zip member a file without its central directory was cut in.
+
+    Walks the local headers from the start. torch writes each member's sizes in a data
+    descriptor AFTER its bytes (flag bit 3), so the end of a member is found as the first
+    ``PK\\x07\\x08`` descriptor whose compressed size equals the distance from the data start.
+    """
+    import mmap
+    last = None
+    with open(path, 'rb') as stream, mmap.mmap(stream.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        offset = 0
+        while offset + _LOCAL_HEADER.size <= size:
+            fields = _LOCAL_HEADER.unpack(mm[offset:offset + _LOCAL_HEADER.size])
+            if fields[0] != ZIP_LOCAL_MAGIC:
+                break
+            flags, stored_size = fields[2], fields[7]
+            name_start = offset + _LOCAL_HEADER.size
+            name = _member_bytes(mm[name_start:name_start + fields[9]], flags)
+            start = name_start + fields[9] + fields[10]
+            if not flags & 0x08:
+                end = start + stored_size
+                if end > size:
+                    return (f'zip member {name!r} is cut: {max(size - start, 0)} of its '
+                            f'{stored_size} bytes are present')
+            else:
+                end = _descriptor_end(mm, start, size)
+                if end is None:
+                    return (f'zip member {name!r} is cut: {max(size - start, 0)} of its bytes '
+                            f'are present, its end (data descriptor) is missing')
+            last, offset = name, end
+    if last is None:
+        return 'no zip member is readable'
+    return f'all members up to {last!r} are complete; the central directory at the end is missing'
+
+
+def _descriptor_end(mm: Any, start: int, size: int) -> Optional[int]:
+    """The offset after the data descriptor of the member whose data starts at ``start``."""
+    position = start
+    while True:
+        hit = mm.find(b'PK\x07\x08', position)
+        if hit < 0:
+            return None
+        if hit + 16 <= size and struct.unpack('<I', mm[hit + 8:hit + 12])[0] == hit - start:
+            return hit + 16
+        if hit + 24 <= size and struct.unpack('<Q', mm[hit + 8:hit + 16])[0] == hit - start:
+            return hit + 24  # zip64 descriptor
+        position = hit + 1
+
+
+def verify_zip_checkpoint(path: Union[str, os.PathLike], chunk: int = CRC_CHUNK) -> int:
+    """Check every member of a zip checkpoint against the CRC-32 and size in its directory.
+
+    ``torch.load`` reads zip checkpoints without checking CRCs, so bytes changed inside a
+    tensor record load as different weights. This streams each member once (a reused buffer,
+    ``zlib.crc32``), checks the local header against the central directory (signature, name),
+    and that no member reaches past the end of the file.
+
+    Returns:
+        int: the number of members checked.
+
+    Raises:
+        CheckpointError: naming the file and the zip member (truncated, altered, or a damaged
+            zip structure).
+    """
+    path = os.fspath(path)
+    size = os.path.getsize(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError) as error:
+        raise CheckpointError(
+            f'checkpoint {path!r} is truncated or corrupted: its zip central directory is '
+            f'unreadable ({_first_line(str(error))}); {_cut_member(path, size)}') from None
+    buffer = bytearray(chunk)
+    view = memoryview(buffer)
+    with archive, open(path, 'rb', buffering=0) as raw:
+        members = archive.infolist()
+        for info in members:
+            where = f'checkpoint {path!r}, zip member {info.filename!r}'
+            raw.seek(info.header_offset)
+            header = raw.read(_LOCAL_HEADER.size)
+            if len(header) < _LOCAL_HEADER.size or header[:4] != ZIP_LOCAL_MAGIC:
+                raise CheckpointError(f'{where}: no valid local header at byte '
+                                      f'{info.header_offset} (truncated or corrupted file)')
+            fields = _LOCAL_HEADER.unpack(header)
+            name = raw.read(fields[9])
+            expected = info.orig_filename.encode('utf-8' if info.flag_bits & 0x800 else 'cp437')
+            if name != expected:
+                raise CheckpointError(f'{where}: its local header names '
+                                      f'{_member_bytes(name, fields[2])!r} (corrupted file)')
+            start = info.header_offset + _LOCAL_HEADER.size + fields[9] + fields[10]
+            if start + info.compress_size > size:
+                raise CheckpointError(
+                    f'{where} is truncated: {max(size - start, 0)} of its {info.compress_size} '
+                    f'bytes are in the file')
+            crc = 0
+            if info.compress_type == zipfile.ZIP_STORED:
+                raw.seek(start)
+                remaining = info.file_size
+                while remaining:
+                    got = raw.readinto(view[:min(chunk, remaining)])
+                    if not got:
+                        raise CheckpointError(f'{where} is truncated ({remaining} bytes missing)')
+                    crc = zlib.crc32(view[:got], crc)
+                    remaining -= got
+            else:  # torch writes stored members; other writers may compress
+                try:
+                    with archive.open(info) as stream:
+                        while True:
+                            data = stream.read(chunk)
+                            if not data:
+                                break
+                            crc = zlib.crc32(data, crc)
+                except (zipfile.BadZipFile, zlib.error, EOFError) as error:
+                    raise CheckpointError(f'{where} is corrupted: {error}') from None
+            if crc != info.CRC:
+                raise CheckpointError(
+                    f'{where} fails its CRC-32 check (directory {info.CRC:08x}, data '
+                    f'{crc:08x}): its bytes were changed after saving; re-download or re-save it')
+    return len(members)
+
+
+_LEGACY_NOTE = ('legacy (non-zip) torch format: it holds no checksums, so only its structure is '
+                'checked (magic number, protocol, pickle framing, every storage record\'s size, '
+                'no bytes after the last record); re-save it with torch.save (zip format) to get '
+                'CRC checks')
+
+
+def load_checkpoint_file(path: Union[str, os.PathLike], allow_unsafe: bool = False,
+                         verify: bool = True) -> Any:
     """Read a checkpoint file on the CPU with ``weights_only=True`` (or fully, if told to).
 
     Runner checkpoints (a MessageHub and numpy objects in ``meta``) load through a fixed
     allow-list (:func:`runner_safe_globals`, active only during this call).
 
+    Integrity (``verify=True``): a zip checkpoint (``torch.save``'s format) has every member
+    checked against its CRC-32 first (:func:`verify_zip_checkpoint`; torch.load checks none).
+    A legacy (non-zip) file has no checksums: torch checks its magic number, protocol and each
+    storage record's size, and here the whole file must be consumed (no trailing bytes); bytes
+    changed inside a storage record cannot be detected (a warning says so).
+
     Args:
         path: the file.
         allow_unsafe: unpickle everything (``weights_only=False``): only for files you trust.
+        verify: run the integrity checks above (default).
 
     Raises:
-        CheckpointError: the file is missing, not a file, truncated / corrupted, or needs
-            globals outside the allow-list (the message names them).
+        CheckpointError: the file is missing, not a file, truncated / corrupted (the message
+            names the zip member), or needs globals outside the allow-list (named).
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise CheckpointError(f'checkpoint {path!r} does not exist')
     if not os.path.isfile(path):
         raise CheckpointError(f'checkpoint {path!r} is not a file')
-    if os.path.getsize(path) == 0:
+    size = os.path.getsize(path)
+    if size == 0:
         raise CheckpointError(f'checkpoint {path!r} is empty (0 bytes)')
+    if not os.access(path, os.R_OK):
+        raise CheckpointError(f'checkpoint {path!r} is not readable (permission denied)')
+    form = checkpoint_format(path)
+    if verify and form == 'zip':
+        verify_zip_checkpoint(path)
+    end = size
     try:
-        if allow_unsafe:
-            return torch.load(path, map_location='cpu', weights_only=False)
-        with runner_allow_list():
-            return torch.load(path, map_location='cpu', weights_only=True)
+        with contextlib.ExitStack() as stack:
+            # a zip is read by path (torch's own reader); a legacy stream through a file
+            # object, so that its end position can be checked
+            source: Any = path if form == 'zip' else stack.enter_context(open(path, 'rb'))
+            if not allow_unsafe:
+                stack.enter_context(runner_allow_list())
+            result = torch.load(source, map_location='cpu', weights_only=not allow_unsafe)
+            if form != 'zip':
+                end = source.tell()
     except pickle.UnpicklingError as error:
         text = str(error)
         if 'global' in text.lower() or 'getattr' in text or 'allowlist' in text.lower():
@@ -160,9 +332,15 @@ def load_checkpoint_file(path: Union[str, os.PathLike], allow_unsafe: bool = Fal
                 f'allow_unsafe=True (CLI: --unsafe-load)') from error
         raise CheckpointError(f'checkpoint {path!r} is corrupted: {_first_line(text)}') from error
     except (EOFError, zipfile.BadZipFile, RuntimeError, ValueError, TypeError, KeyError,
-            AttributeError, IndexError, OSError) as error:
+            AttributeError, IndexError, OSError, struct.error, UnicodeDecodeError) as error:
         raise CheckpointError(f'checkpoint {path!r} is truncated or corrupted: '
                               f'{type(error).__name__}: {_first_line(str(error))}') from error
+    if verify and form != 'zip':
+        if end != size:
+            raise CheckpointError(f'checkpoint {path!r} is corrupted: {size - end} unexpected '
+                                  f'byte(s) after the last storage record ({_LEGACY_NOTE})')
+        warnings.warn(f'checkpoint {path!r}: {_LEGACY_NOTE}', stacklevel=2)
+    return result
 
 
 def _unsafe_detail(path: str, text: str) -> str:
@@ -414,6 +592,9 @@ def load_weights(model: nn.Module, source: Union[str, os.PathLike, Mapping[str, 
 def save_checkpoint_atomic(obj: Any, path: Union[str, os.PathLike], overwrite: bool = False) -> str:
     """``torch.save`` to a temp file in the same directory, fsync, then move it into place.
 
+    The temp file is ``.<name>.<pid>.<random>.tmp`` (:func:`rep_mm.fileio.make_temp_file`), so
+    a leftover of a killed run can be recognised as stale (:func:`rep_mm.fileio.check_output_path`).
+
     Never leaves a partial file: on any error the temp file is removed and ``path`` is
     untouched. Refuses to replace an existing ``path`` unless ``overwrite=True``.
 
@@ -428,8 +609,8 @@ def save_checkpoint_atomic(obj: Any, path: Union[str, os.PathLike], overwrite: b
         raise FileExistsError(f'output {path!r} exists; pass overwrite=True (CLI: --overwrite) '
                               f'to replace it')
     os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp',
-                                   dir=directory)
+    from .fileio import make_temp_file
+    handle, tmp = make_temp_file(path)  # .<name>.<pid>.<random>.tmp: see rep_mm.fileio
     try:
         with os.fdopen(handle, 'wb') as stream:
             torch.save(obj, stream)

@@ -9,6 +9,7 @@ Subcommands::
     rep-mm demo ...                                  # forwarded to rep_mm.demo.main
     rep-mm extract-scales HS_CKPT OUT --config CFG   # forwarded to rep_mm.extract_scales.main
     rep-mm export CONFIG [CKPT] --work-dir DIR ...   # forwarded to rep_mm.deploy.main (ONNX)
+    rep-mm quantize CONFIG [CKPT] --work-dir DIR ... # forwarded to rep_mm.quantization.main (int8)
 
 Exit codes: 0 success, 1 verification failed (nothing written), 2 bad input (nothing written).
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
 import os
 import sys
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
@@ -23,6 +25,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .reparam import ReparamError
 from .checkpoint import (KINDS, CheckpointError, extract_state_dict, load_checkpoint_file,
                          load_weights, save_checkpoint_atomic)
 
@@ -107,12 +110,10 @@ def load_arch_weights(model: OfficialClassifier, state_dict: Dict[str, Tensor],
 
 def build_config_model(config: str) -> Tuple[nn.Module, Any]:
     """Build ``cfg.model`` of an mm config (any toolbox) through mmengine's root registry."""
-    from mmengine.config import Config
     from mmengine.registry import MODELS, init_default_scope
 
-    if not os.path.isfile(config):
-        raise UsageError(f'config {config!r} does not exist')
-    cfg = Config.fromfile(config)  # also imports cfg.custom_imports (rep_mm, the toolbox)
+    from .fileio import load_config_file
+    cfg = load_config_file(config)  # also imports cfg.custom_imports (rep_mm, the toolbox)
     if 'model' not in cfg:
         raise UsageError(f'config {config!r} has no `model` field')
     if cfg.get('default_scope'):
@@ -151,9 +152,35 @@ def parse_shape(tokens: Sequence[str]) -> Tuple[int, ...]:
     elif len(values) == 2:
         values = (1, 3) + values
     if len(values) != 4 or min(values) < 1:
-        raise UsageError(f'--shape must be N C H W (or H W, or one size) of positive integers, '
-                         f'got {" ".join(tokens)}')
+        raise UsageError(f'--shape must be N C H W (or H W, or one size) of positive integers '
+                         f'(sizes >= 1), got {" ".join(tokens)}')
     return values
+
+
+def check_tolerance(value: float, name: str = '--tolerance') -> float:
+    """A tolerance is a finite number >= 0 (0: bit-exact); a bad one is bad input (exit 2)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not math.isfinite(value) or value < 0:
+        raise UsageError(f'{name} must be a finite number >= 0 (the largest relative error '
+                         f'max|a-b|/max|a| that passes, e.g. 1e-5), got {value!r}')
+    return float(value)
+
+
+def input_channels(model: nn.Module) -> Optional[int]:
+    """``in_channels`` of the first convolution the model would run, if it has one."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return module.in_channels
+    return None
+
+
+def check_shape_fits(shape: Tuple[int, ...], model: nn.Module) -> None:
+    """``--shape``'s channel count must be the model's input channels."""
+    channels = input_channels(model)
+    if channels is not None and shape[1] != channels:
+        raise UsageError(f'--shape {"x".join(map(str, shape))} has {shape[1]} channel(s) but the '
+                         f'model takes {channels}: give N {channels} H W (e.g. --shape '
+                         f'1x{channels}x{shape[2]}x{shape[3]})')
 
 
 def _common_arguments(parser: argparse.ArgumentParser) -> None:
@@ -195,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser('demo', help='run the demo (arguments go to rep_mm.demo)', add_help=False)
     commands.add_parser('export', add_help=False,
                         help='ONNX through mmdeploy, checked in onnxruntime (rep_mm.deploy)')
+    commands.add_parser('quantize', add_help=False,
+                        help='int8 post-training quantization in onnxruntime '
+                             '(rep_mm.quantization)')
     commands.add_parser('extract-scales', add_help=False,
                         help='scales file from a Hyper-Search checkpoint (rep_mm.extract_scales)')
     commands.add_parser('data', add_help=False,
@@ -237,11 +267,13 @@ def _prepare(args: argparse.Namespace, n_paths: int,
     meta: Dict[str, Any] = dict(source_checkpoint=os.path.abspath(checkpoint))
     if args.arch:
         model = build_arch_model(args.arch, deploy=deploy)
+        check_shape_fits(parse_shape(args.shape), model)
         state_dict = extract_state_dict(load_checkpoint_file(checkpoint, args.unsafe_load))
         notes = load_arch_weights(model, state_dict, args.kind)
         meta.update(arch=args.arch, layout='official')
     else:
         model, cfg = build_config_model(args.paths[0])
+        check_shape_fits(parse_shape(args.shape), model)
         report = load_weights(model, checkpoint, kind=args.kind, strict=True, target=args.target,
                               allow_unsafe=args.unsafe_load)
         notes = [report.summary()]
@@ -254,11 +286,27 @@ def _prepare(args: argparse.Namespace, n_paths: int,
 
 
 def _check_output_path(out: str, inputs: Sequence[str], overwrite: bool) -> None:
+    """Refuse a bad OUT before any work; the input checkpoint's size bounds the output's
+    (conversion removes parameters; the meta adds a few KB)."""
     from .fileio import check_output_path
+    checkpoint = inputs[-1] if inputs else None
+    size = os.path.getsize(checkpoint) if checkpoint and os.path.isfile(checkpoint) else None
     try:
-        check_output_path(out, inputs, overwrite, 'the converted checkpoint')
+        notes = check_output_path(out, inputs, overwrite, 'the converted checkpoint',
+                                  size_hint=size)
     except (ValueError, OSError) as error:
-        raise UsageError(str(error)) from None
+        text = error.strerror if isinstance(error, OSError) and error.strerror else str(error)
+        raise UsageError(text) from None
+    for note in notes:
+        print(f'note: {note}', file=sys.stderr)
+
+
+def _check_paths_exist(paths: Sequence[Tuple[str, str]]) -> None:
+    for what, path in paths:
+        if not os.path.exists(path):
+            raise UsageError(f'{what} {path!r} does not exist')
+        if not os.path.isfile(path):
+            raise UsageError(f'{what} {path!r} is not a file')
 
 
 def _random_input(args: argparse.Namespace) -> Tensor:
@@ -269,7 +317,11 @@ def _random_input(args: argparse.Namespace) -> Tensor:
 def run_convert(args: argparse.Namespace) -> int:
     """``convert``: load, fold, verify on a random input, write ``{'state_dict', 'meta'}``."""
     n_paths = 2 if args.arch else 3
+    check_tolerance(args.tolerance)
+    parse_shape(args.shape)
     if len(args.paths) == n_paths:
+        _check_paths_exist([('config', p) for p in args.paths[:-2]] +
+                           [('checkpoint', args.paths[-2])])
         _check_output_path(args.paths[-1], args.paths[:-1], args.overwrite)
     inputs = _random_input(args)
     steps = _Steps(['load', 'convert + verify', 'save'])
@@ -287,8 +339,7 @@ def run_convert(args: argparse.Namespace) -> int:
         if not report.converted and not report.already_deployed:
             raise UsageError('the model has no re-parameterizable block; nothing to convert')
         if not report.passed:
-            print(f'FAIL: max relative error {report.max_rel_error:.3g} > tolerance '
-                  f'{args.tolerance:g}; nothing written')
+            print(f'FAIL: {"; ".join(report.failure_reasons())}; nothing written')
             return EXIT_FAILED
         steps.next('save')
         state_dict = model.official_state_dict() if args.arch else model.state_dict()
@@ -315,15 +366,22 @@ def _reparameterize(model: nn.Module, inputs: Tensor, tolerance: float):
 
 def run_verify(args: argparse.Namespace) -> int:
     """``verify``: compare the training-form outputs with a converted copy or checkpoint."""
-    from .reparam import max_errors, reparameterize, verify_equivalence
+    from .reparam import compare_model_outputs, reparameterize, verify_equivalence
+    check_tolerance(args.tolerance)
+    if args.deploy_checkpoint is not None:
+        _check_paths_exist([('--deploy-checkpoint', args.deploy_checkpoint)])
     inputs = _random_input(args)
     model, notes, _ = _prepare(args, 1 if args.arch else 2)
     for note in notes:
         print(f'load: {note}')
     if args.deploy_checkpoint is None:
         report = verify_equivalence(model, lambda m: model_output(m, inputs), args.tolerance)
-        max_abs, max_rel = report.max_abs_error, report.max_rel_error
         print(f'convert: {report.summary()}')
+        passed = bool(report.passed)
+        print(f'{"PASS" if passed else "FAIL"}: '
+              f'{"; ".join(report.failure_reasons()) or "outputs agree"} '
+              f'(tolerance {args.tolerance:g})')
+        return EXIT_OK if passed else EXIT_FAILED
     else:
         with torch.no_grad():
             reference = model_output(model, inputs)
@@ -338,10 +396,10 @@ def run_verify(args: argparse.Namespace) -> int:
         for note in notes:
             print(f'load deploy checkpoint: {note}')
         with torch.no_grad():
-            max_abs, max_rel = max_errors(reference, model_output(model.eval(), inputs))
-    passed = max_rel <= args.tolerance
-    print(f'max abs error {max_abs:.3g}, max rel error {max_rel:.3g}: '
-          f'{"PASS" if passed else "FAIL"} (tolerance {args.tolerance:g})')
+            comparison = compare_model_outputs(reference, model_output(model.eval(), inputs),
+                                               args.tolerance)
+    passed = comparison.passed_at(args.tolerance)
+    print(comparison.summary(args.tolerance))
     return EXIT_OK if passed else EXIT_FAILED
 
 
@@ -390,6 +448,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         if command == 'export':
             from .deploy import main as export_main
             return export_main(argv[1:])
+        if command == 'quantize':
+            from .quantization import main as quantize_main
+            return quantize_main(argv[1:])
         parser = build_parser()
         try:
             args = parser.parse_args(argv)
@@ -399,6 +460,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             parser.print_help()
             return EXIT_BAD_INPUT
         return COMMANDS[args.command](args)
+    except ReparamError as error:  # a block whose fused form is not finite: a failed check
+        print(f'rep-mm {command}: FAIL: {error}', file=sys.stderr)
+        return EXIT_FAILED
     except (UsageError, CheckpointError, FileNotFoundError, FileExistsError,
             IsADirectoryError, KeyError, ValueError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error

@@ -337,26 +337,37 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='unpickle the checkpoint fully (weights_only=False): '
                              'trusted files only')
     args = parser.parse_args(argv)
-    from .fileio import same_file
-    for source in (args.checkpoint, args.config):
-        if same_file(args.out, source):  # an existing OUT is refused when it is written
-            print(f'error: output {args.out!r} is the same file as the input {source!r}; '
-                  f'write the folded checkpoint to another path', file=sys.stderr)
-            return 2
-    from mmengine.config import Config
+    import os
+
     from mmengine.registry import MODELS as ROOT_MODELS
     from mmengine.registry import init_default_scope
 
     from .checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
-    cfg = Config.fromfile(args.config)
+    from .fileio import check_output_path, load_config_file
+    size = os.path.getsize(args.checkpoint) if os.path.isfile(args.checkpoint) else None
+    try:  # every input and the destination, before any work
+        if not os.path.isfile(args.checkpoint):
+            raise CheckpointError(f'checkpoint {args.checkpoint!r} does not exist or is not a '
+                                  f'file')
+        notes = check_output_path(args.out, (args.checkpoint, args.config), args.overwrite,
+                                  'the folded checkpoint', size_hint=size)
+        cfg = load_config_file(args.config)
+        if 'model' not in cfg:
+            raise ValueError(f'config {args.config!r} has no `model` field')
+        state = extract_state_dict(load_checkpoint_file(args.checkpoint, args.unsafe_load))
+    except (CheckpointError, ValueError, OSError) as error:
+        print(f'error: {error}', file=sys.stderr)
+        return 2
+    for note in notes:
+        print(f'note: {note}', file=sys.stderr)
     init_default_scope(cfg.get('default_scope', 'mmengine'))
     model = ROOT_MODELS.build(cfg.model)
     try:
-        state = extract_state_dict(load_checkpoint_file(args.checkpoint, args.unsafe_load))
-    except CheckpointError as error:
-        print(f'error: {error}', file=sys.stderr)
-        return 1
-    model.load_state_dict(state, strict=True)
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:  # torch's missing / unexpected / size-mismatch report
+        print(f'error: checkpoint {args.checkpoint!r} does not fit the model of '
+              f'{args.config!r}: {" ".join(str(error).split())[:600]}', file=sys.stderr)
+        return 2
     export_stock_checkpoint(model.eval(), args.out, overwrite=args.overwrite,
                             meta=dict(config=args.config, source=args.checkpoint))
     print(f'wrote {args.out}')

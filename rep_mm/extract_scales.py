@@ -34,16 +34,10 @@ from .fileio import check_output_path
 __all__ = ['extract_scales_file', 'main']
 
 
-def _target_model(config: str):
-    """The model of ``config`` with its RepOpt backbone in target form."""
-    from mmengine.config import Config
+def _target_model(cfg, config: str):
+    """The model of the loaded ``cfg`` (file ``config``) with its RepOpt backbone in target form."""
     from mmengine.registry import MODELS, init_default_scope
 
-    if not os.path.isfile(config):
-        raise FileNotFoundError(f'config {config!r} does not exist')
-    cfg = Config.fromfile(config)
-    if 'model' not in cfg:
-        raise ValueError(f'config {config!r} has no `model` field')
     model_cfg = cfg.model
     backbone = model_cfg.get('backbone', model_cfg)
     if 'mode' in backbone or 'RepOpt' in str(backbone.get('type', '')):
@@ -68,9 +62,19 @@ def extract_scales_file(hs_checkpoint: str, out: str, config: str,
     from .checkpoint import save_checkpoint_atomic
     from .optim import build_handler, extract_scales
 
-    check_output_path(out, (hs_checkpoint, config), overwrite, 'the scales')
+    for what, path in (('Hyper-Search checkpoint', hs_checkpoint), ('config', config)):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f'{what} {path!r} does not exist or is not a file')
+    # the scales are a few KB per block: the checkpoint's size is a safe upper bound
+    for note in check_output_path(out, (hs_checkpoint, config), overwrite, 'the scales',
+                                  size_hint=min(os.path.getsize(hs_checkpoint), 1 << 26)):
+        print(f'note: {note}', file=sys.stderr)
+    from .fileio import load_config_file
+    cfg = load_config_file(config)  # a syntax error / unknown plugin: before reading weights
+    if 'model' not in cfg:
+        raise ValueError(f'config {config!r} has no `model` field')
     scales = extract_scales(hs_checkpoint, allow_unsafe=allow_unsafe)
-    handler = build_handler(_target_model(config), scales)
+    handler = build_handler(_target_model(cfg, config), scales)
     matched: 'OrderedDict[str, Tensor]' = OrderedDict(
         (k, v.detach().to('cpu', torch.float32).contiguous().clone())
         for k, v in handler.scales.items())
@@ -99,13 +103,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[List[str]] = None) -> int:
     from .checkpoint import CheckpointError
+    from .fileio import NoSpaceError
     from .optim import ScalesError
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0) and usage errors (2)
+        return int(exit_.code or 0)
     try:
         summary = extract_scales_file(args.checkpoint, args.out, args.config, args.overwrite,
                                       allow_unsafe=args.unsafe_load)
     except (CheckpointError, ScalesError, FileNotFoundError, FileExistsError, IsADirectoryError,
-            ValueError) as error:
+            NotADirectoryError, PermissionError, NoSpaceError, ValueError) as error:
         print(f'rep-mm extract-scales: error: {error}', file=sys.stderr)
         return 2
     print(f"wrote {summary['num_scales']} scales of {summary['num_blocks']} blocks to "

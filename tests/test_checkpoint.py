@@ -1,5 +1,6 @@
 """Tests of rep_mm.checkpoint: safe loading, wrappings, key maps, strict reports, atomic saving."""
 import os
+import re
 from collections import OrderedDict
 
 import pytest
@@ -70,11 +71,21 @@ def make_runner_checkpoint(work_dir):
     return work_dir / 'epoch_1.pth', runner.model.state_dict()
 
 
-def test_runner_checkpoint_loads_with_allow_list_only_during_the_call(tmp_path):
+def test_runner_checkpoints_load_with_weights_only_once_rep_mm_is_imported(tmp_path):
+    """Without rep_mm torch refuses a Runner checkpoint; importing rep_mm allow-lists exactly
+    what it holds (so the toolboxes' own loaders work), and rep_mm's own load leaves the
+    allow-list as it found it."""
+    import subprocess
+    import sys
     path, trained = make_runner_checkpoint(tmp_path)
+    load = f'import torch; torch.load({str(path)!r}, weights_only=True); print("loaded")'
+    env = {k: v for k, v in os.environ.items() if k != 'TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD'}
+    bare = subprocess.run([sys.executable, '-c', load], capture_output=True, text=True, env=env)
+    assert bare.returncode != 0 and re.search('(?i)unsupported global|weights_only', bare.stderr)
+    with_rep_mm = subprocess.run([sys.executable, '-c', 'import rep_mm; ' + load],
+                                 capture_output=True, text=True, env=env)
+    assert with_rep_mm.returncode == 0 and 'loaded' in with_rep_mm.stdout, with_rep_mm.stderr
     globals_before = set(torch.serialization.get_safe_globals())  # torch keeps a set
-    with pytest.raises(Exception, match='(?i)unsupported global|weights_only'):
-        torch.load(path, weights_only=True)  # why the allow-list exists
     checkpoint = load_checkpoint_file(path)
     assert 'message_hub' in checkpoint and 'log_scalars' in checkpoint['message_hub']
     assert checkpoint['meta']['epoch'] == 1
@@ -425,3 +436,111 @@ def test_save_atomic_leaves_nothing_behind_on_error(tmp_path):
     assert os.listdir(tmp_path) == []
     with pytest.raises(IsADirectoryError):
         save_checkpoint_atomic({}, tmp_path)
+
+
+# ------------------------------------------------------------------- integrity (CRC, legacy)
+def _member_data_offset(path, member):
+    """``(start, size)`` of ``member``'s bytes inside the zip file ``path``."""
+    import struct
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    with open(path, 'rb') as stream:
+        stream.seek(info.header_offset)
+        header = stream.read(30)
+    name_len, extra_len = struct.unpack('<HH', header[26:30])
+    return info.header_offset + 30 + name_len + extra_len, info.file_size
+
+
+def _tensor_member(path):
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        names = [n for n in archive.namelist() if '/data/' in n and n.rsplit('/', 1)[-1].isdigit()]
+    return max(names, key=lambda n: _member_data_offset(path, n)[1])  # the largest tensor
+
+
+def _flip_byte(path, offset):
+    data = bytearray(open(path, 'rb').read())
+    data[offset] ^= 0x40
+    open(path, 'wb').write(bytes(data))
+
+
+def test_a_byte_changed_inside_a_tensor_record_is_caught_by_the_crc(tmp_path):
+    path = tmp_path / 'weights.pth'
+    state = tiny_repvgg().state_dict()
+    torch.save(state, path)
+    member = _tensor_member(path)
+    start, size = _member_data_offset(path, member)
+    _flip_byte(path, start + size // 2)
+    # the problem: torch.load reads the altered file without complaint, with other weights
+    altered = torch.load(path, weights_only=True)
+    assert any(not torch.equal(altered[k], v) for k, v in state.items())
+    with pytest.raises(CheckpointError, match=rf"weights\.pth.*zip member '{member}' fails its "
+                                              rf"CRC-32 check.*changed after saving"):
+        load_checkpoint_file(path)
+    loaded = load_checkpoint_file(path, verify=False)  # the explicit opt-out still loads
+    assert set(loaded) == set(state)
+
+
+def test_a_byte_changed_in_the_pickle_or_a_header_names_the_member(tmp_path):
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'state_dict': tiny_repvgg().state_dict()}, path)
+    import zipfile
+    with zipfile.ZipFile(path) as archive:
+        pickle_name = next(n for n in archive.namelist() if n.endswith('data.pkl'))
+        info = archive.getinfo(pickle_name)
+    start, size = _member_data_offset(path, pickle_name)
+    damaged = tmp_path / 'pickle.pth'
+    damaged.write_bytes(path.read_bytes())
+    _flip_byte(damaged, start + size - 3)
+    with pytest.raises(CheckpointError, match=rf"pickle\.pth.*'{pickle_name}' fails its CRC-32"):
+        load_checkpoint_file(damaged)
+    header = tmp_path / 'header.pth'
+    header.write_bytes(path.read_bytes())
+    _flip_byte(header, info.header_offset + 30)  # first byte of the local header's name
+    with pytest.raises(CheckpointError, match=rf"header\.pth.*'{pickle_name}': its local header"):
+        load_checkpoint_file(header)
+
+
+def test_a_truncated_zip_names_the_member_it_was_cut_in(tmp_path):
+    path = tmp_path / 'full.pth'
+    torch.save(tiny_repvgg().state_dict(), path)
+    member = _tensor_member(path)
+    start, size = _member_data_offset(path, member)
+    cut = tmp_path / 'cut.pth'
+    cut.write_bytes(path.read_bytes()[:start + size // 3])
+    with pytest.raises(CheckpointError, match=rf"cut\.pth.*truncated.*central directory.*zip "
+                                              rf"member '{member}' is cut: {size // 3} of its bytes "
+                                              r"are present"):
+        load_checkpoint_file(cut)
+
+
+def test_legacy_format_loads_with_its_limits_said_and_trailing_bytes_refused(tmp_path):
+    path = tmp_path / 'legacy.pth'
+    state = tiny_repvgg().state_dict()
+    torch.save(state, path, _use_new_zipfile_serialization=False)
+    with pytest.warns(UserWarning, match='no checksums.*re-save it'):
+        loaded = load_checkpoint_file(path)
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())
+    padded = tmp_path / 'padded.pth'
+    padded.write_bytes(path.read_bytes() + b'\0' * 7)
+    with pytest.raises(CheckpointError, match=r'padded\.pth.*7 unexpected byte\(s\) after the '
+                                              r'last storage record'):
+        load_checkpoint_file(padded)
+    cut = tmp_path / 'legacy_cut.pth'
+    cut.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(CheckpointError, match=r'legacy_cut\.pth.* (truncated or )?corrupted'):
+        load_checkpoint_file(cut)
+
+
+def test_temp_names_carry_the_writer_pid_and_a_saved_file_leaves_none(tmp_path):
+    from rep_mm.fileio import make_temp_file, stale_temp_files
+    fd, tmp = make_temp_file(str(tmp_path / 'out.pth'))
+    os.close(fd)
+    assert os.path.basename(tmp).startswith(f'.out.pth.{os.getpid()}.') and tmp.endswith('.tmp')
+    found = stale_temp_files(str(tmp_path / 'out.pth'))
+    assert [(t.path, t.pid, t.writer_alive, t.stale) for t in found] == [
+        (tmp, os.getpid(), True, False)]  # this process is alive: never stale
+    os.unlink(tmp)
+    save_checkpoint_atomic({'w': torch.ones(2)}, tmp_path / 'out.pth')
+    assert sorted(os.listdir(tmp_path)) == ['out.pth']

@@ -239,7 +239,7 @@ def test_bad_inputs_are_reported():
                                                 'layer4.1.conv1', 'layer4.1.conv2'}
 
 
-def test_cli_folds_a_training_checkpoint_into_a_stock_checkpoint(tmp_path):
+def test_cli_folds_a_training_checkpoint_into_a_stock_checkpoint(tmp_path, capsys):
     config = tmp_path / 'cls.py'
     config.write_text(
         "default_scope = 'mmpretrain'\n"
@@ -263,6 +263,6 @@ def test_cli_folds_a_training_checkpoint_into_a_stock_checkpoint(tmp_path):
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         assert relative_error(model(x, mode='tensor'), stock.eval()(x, mode='tensor')) <= 1e-5
-    with pytest.raises(FileExistsError, match='exists; pass overwrite=True'):
-        main([str(config), str(tmp_path / 'train.pth'), str(tmp_path / 'stock.pth')])
-    assert main([str(config), str(tmp_path / 'missing.pth'), str(tmp_path / 'x.pth')]) == 1
+    assert main([str(config), str(tmp_path / 'train.pth'), str(tmp_path / 'stock.pth')]) == 2
+    assert 'exists; pass --overwrite' in capsys.readouterr().err
+    assert main([str(config), str(tmp_path / 'missing.pth'), str(tmp_path / 'x.pth')]) == 2

@@ -58,17 +58,29 @@ def set_deploy_hook(cfg, deploy: bool) -> None:
     cfg.custom_hooks = hooks
 
 
-def check_checkpoint_fits(model: torch.nn.Module, path: str) -> None:
+def read_checkpoint(path: str):
+    """The state dict of ``path`` (CRC-checked, weights_only); SystemExit(2) if unreadable."""
+    from rep_mm.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
+    try:
+        return extract_state_dict(load_checkpoint_file(path))
+    except CheckpointError as error:
+        bad_input(str(error))
+
+
+def bad_input(message: str):
+    """Print ``error: message`` and exit with code 2 (bad input), like every rep_mm CLI."""
+    print(f'error: {message}', file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_checkpoint_fits(model: torch.nn.Module, path: str, state=None) -> None:
     """Raise SystemExit naming missing / unexpected / mis-shaped keys of ``path`` for ``model``."""
     from mmengine.model import is_model_wrapper
 
-    from rep_mm.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
     if is_model_wrapper(model):
         model = model.module
-    try:
-        state = extract_state_dict(load_checkpoint_file(path))
-    except CheckpointError as error:
-        raise SystemExit(f'error: {error}') from error
+    if state is None:
+        state = read_checkpoint(path)
     expected = model.state_dict()
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
@@ -90,18 +102,27 @@ def check_checkpoint_fits(model: torch.nn.Module, path: str) -> None:
     elif model_deploy and not ckpt_deploy:
         lines.append('  the model is in deploy form but the checkpoint is in training form: '
                      'drop deploy=True (the ReparameterizeHook converts after loading)')
-    raise SystemExit('\n'.join(lines))
+    bad_input('\n'.join(lines)[len('error: '):])
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    from rep_mm.fileio import check_output_path, load_config_file
     if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'error: checkpoint {args.checkpoint!r} is not a file')
+        bad_input(f'checkpoint {args.checkpoint!r} is not a file')
     if args.out:
         for given in (args.config, args.checkpoint):
             if osp.exists(args.out) and osp.samefile(args.out, given):
-                raise SystemExit(f'error: --out {args.out!r} is the input file {given!r}; '
-                                 f'choose another path')
+                bad_input(f'--out {args.out!r} is the input file {given!r}; choose another path')
+    try:  # everything the run reads or writes is checked before the Runner is built
+        load_config_file(args.config)  # one-line error: file, line, cause
+        if args.out:
+            for note in check_output_path(args.out, (args.config, args.checkpoint),
+                                          overwrite=True, what='the metrics'):
+                print(f'note: {note}', file=sys.stderr)
+    except (ValueError, OSError) as error:
+        bad_input(str(error))
+    state = read_checkpoint(args.checkpoint)
     args.resume = None
     cfg = load_config(args)
     cfg.load_from, cfg.resume = args.checkpoint, False
@@ -109,7 +130,7 @@ def main(argv=None) -> int:
     if args.launcher != 'none' and not torch.cuda.is_available():
         prepare_cpu_distributed(cfg)
     runner = build_runner(cfg)
-    check_checkpoint_fits(runner.model, args.checkpoint)
+    check_checkpoint_fits(runner.model, args.checkpoint, state)
     with safe_checkpoint_loading():
         metrics = runner.test()
     if args.out and runner.rank == 0:

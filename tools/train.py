@@ -6,7 +6,8 @@ Usage::
                           [--launcher none|pytorch]
 
 ``--cfg-options data_root=DIR`` also moves every dataloader whose ``data_root`` was the
-config's. Multi-process training: ``bash tools/dist_train.sh CONFIG NPROC [args]``. Without a GPU the
+config's (:func:`rep_mm.integrations.follow_data_root`; configs with
+``runner_type='rep_mm.Runner'`` get the same from the toolboxes' own scripts). Multi-process training: ``bash tools/dist_train.sh CONFIG NPROC [args]``. Without a GPU the
 process group uses gloo, DDP is built with ``device_ids=None`` and mmengine's
 ``torch.cuda.set_device`` is avoided (the process group is initialised here, before the Runner).
 Checkpoints read while resuming go through rep_mm's allow-list of the globals a Runner
@@ -49,16 +50,25 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv,
     return args
 
 
+def bad_input(message: str) -> None:
+    """Report bad input on stderr and exit with code 2 (before any work is done)."""
+    print(f'error: {message}', file=sys.stderr)
+    raise SystemExit(2)
+
+
 def load_config(args) -> Config:
     """The config with command-line overrides, work dir and launcher applied."""
-    if not osp.isfile(args.config):
-        raise SystemExit(f'error: config {args.config!r} is not a file')
-    cfg = Config.fromfile(args.config)
+    from rep_mm.fileio import ConfigError, load_config_file
+    try:
+        cfg = load_config_file(args.config)
+    except ConfigError as error:
+        bad_input(str(error))
     if args.cfg_options:
         old_root = cfg.get('data_root')
         cfg.merge_from_dict(args.cfg_options)
         if 'data_root' in args.cfg_options and old_root is not None:
-            propagate_data_root(cfg, old_root, cfg.data_root)
+            from rep_mm.integrations import follow_data_root
+            follow_data_root(cfg, original=old_root)
     cfg.launcher = args.launcher
     if args.work_dir is not None:
         cfg.work_dir = args.work_dir
@@ -67,31 +77,15 @@ def load_config(args) -> Config:
     if getattr(args, 'resume', None) == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif getattr(args, 'resume', None):
+        from rep_mm.checkpoint import CheckpointError, verify_zip_checkpoint
         if not osp.isfile(args.resume):
-            raise SystemExit(f'error: --resume checkpoint {args.resume!r} is not a file')
+            bad_input(f'--resume checkpoint {args.resume!r} is not a file')
+        try:  # the CRCs before the Runner reads it (torch.load does not check them)
+            verify_zip_checkpoint(args.resume)
+        except CheckpointError as error:
+            bad_input(f'--resume: {error}')
         cfg.resume, cfg.load_from = True, args.resume
     return cfg
-
-
-def propagate_data_root(cfg: Config, old_root: str, new_root: str) -> None:
-    """Point every dataloader dataset whose ``data_root`` was ``old_root`` at ``new_root``.
-
-    Configs copy the top-level ``data_root`` into each dataset when they are parsed, so
-    ``--cfg-options data_root=DIR`` alone would change nothing; this makes it move the data.
-    """
-    def visit(node) -> None:
-        if isinstance(node, dict):
-            if node.get('data_root') == old_root:
-                node['data_root'] = new_root
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                visit(value)
-
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        if cfg.get(key) is not None:
-            visit(cfg[key])
 
 
 SYNC_BN_TYPES = ('SyncBN', 'TorchSyncBN', 'MMSyncBN', 'SyncBatchNorm')
@@ -149,8 +143,8 @@ def prepare_cpu_distributed(cfg: Config) -> None:
         missing = [k for k in ('RANK', 'WORLD_SIZE', 'MASTER_ADDR', 'MASTER_PORT')
                    if k not in os.environ]
         if missing:
-            raise SystemExit(f'error: --launcher pytorch needs the torchrun environment; '
-                             f'{missing} not set (start with tools/dist_train.sh or torchrun)')
+            bad_input(f'--launcher pytorch needs the torchrun environment; {missing} not set '
+                      f'(start with tools/dist_train.sh or torchrun)')
         extra = {k: v for k, v in dist_cfg.items() if k not in ('backend',)}
         dist.init_process_group(backend='gloo', **extra)
 

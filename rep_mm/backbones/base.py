@@ -1,4 +1,5 @@
 """What every rep_mm backbone shares: stage freezing, norm_eval, and the deploy protocol."""
+import math
 from typing import Callable, Optional, Sequence, Tuple
 
 from mmengine.model import BaseModule
@@ -128,8 +129,10 @@ def check_vgg_layout(arch: dict, strides: Sequence[int], base_channels: Sequence
     for key in ('num_blocks', 'width_factor'):
         if len(arch[key]) != 4:
             raise ValueError(f'arch[{key!r}] must have 4 entries (stage1..4), got {arch[key]}')
-    if not all(isinstance(n, int) and n >= 1 for n in arch['num_blocks']) or \
-            not all(w > 0 for w in arch['width_factor']):
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
+               for n in arch['num_blocks']) or \
+            not all(isinstance(w, (int, float)) and not isinstance(w, bool) and
+                    math.isfinite(w) and w > 0 for w in arch['width_factor']):
         raise ValueError(f"arch['num_blocks'] must be positive ints and arch['width_factor'] "
                          f"positive numbers; got num_blocks={list(arch['num_blocks'])}, "
                          f"width_factor={list(arch['width_factor'])}")
@@ -142,6 +145,17 @@ def check_vgg_layout(arch: dict, strides: Sequence[int], base_channels: Sequence
         raise ValueError(f'strides and dilations need 5 entries (stem + 4 stages) and '
                          f'base_channels 4; got strides={tuple(strides)}, '
                          f'dilations={tuple(dilations)}, base_channels={tuple(base_channels)}')
+    for name, values in (('strides', strides), ('dilations', dilations or ()),
+                         ('base_channels', base_channels)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+            raise ValueError(f'{name} must be ints >= 1, got {tuple(values)}')
+    widths = [min(64, int(64 * arch['width_factor'][0]))] + [
+        int(c * w) for c, w in zip(base_channels, arch['width_factor'])]
+    if min(widths) < 1:
+        raise ValueError(f"arch['width_factor']={list(arch['width_factor'])} gives "
+                         f"{widths} channels for stage0..4 (int(base * width_factor), "
+                         f"base_channels={tuple(base_channels)}, stem 64): every stage needs at "
+                         f"least 1 channel; raise the width factors")
 
 
 def validate_arch(arch, arch_settings: dict, required_keys: Sequence[str], family: str) -> dict:

@@ -16,6 +16,7 @@ official OREPA / DBB ResNets (``stage0.conv1``, ``stageN.i.{shortcut,conv1,conv2
 so their released checkpoints load with ``strict=True``; at deploy every layer is one conv with
 bias (``conv``, ``orepa_reparam``, ``dbb_reparam`` ...).
 """
+import math
 from typing import Optional, Sequence, Tuple
 
 from torch import Tensor, nn
@@ -197,6 +198,23 @@ class ReparamResNet(ReparamBackbone):
         if len(arch['stage_blocks']) != 4 or len(strides) != 4 or len(dilations) != 4:
             raise ValueError(f"stage_blocks, strides and dilations need 4 entries (stage1..4), got "
                              f"{tuple(arch['stage_blocks'])}, {tuple(strides)}, {tuple(dilations)}")
+        def is_int(value, minimum=1):
+            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+        width = arch.get('width', 1)
+        numbers = dict(in_channels=in_channels, stem_channels=stem_channels,
+                       groups=arch.get('groups', 1),
+                       width_per_group=arch.get('width_per_group', 64))
+        bad = {k: v for k, v in numbers.items() if not is_int(v)}
+        if bad or not all(is_int(v) for v in list(strides) + list(dilations)) or \
+                not all(is_int(v) for v in arch['stage_blocks']) or \
+                isinstance(width, bool) or not isinstance(width, (int, float)) or \
+                not math.isfinite(width) or int(64 * width) < 1:
+            raise ValueError(f"ReparamResNet: in_channels, stem_channels, groups, width_per_group, "
+                             f"strides, dilations and stage_blocks must be ints >= 1 and "
+                             f"arch['width'] a finite number with int(64 * width) >= 1; got "
+                             f"{numbers}, strides={tuple(strides)}, dilations={tuple(dilations)}, "
+                             f"stage_blocks={tuple(arch['stage_blocks'])}, width={width!r}")
         self.arch, self.conv_type = arch, conv_type
         self.out_indices = self._check_out_indices(out_indices)
         self.frozen_stages, self.norm_eval, self.deploy = frozen_stages, norm_eval, deploy

@@ -10,6 +10,7 @@ RepGhostNet's ghost modules fold into one depthwise conv (``switch_to_deploy``);
 RepOpt-GhostNet's are ``target`` / ``hs`` / ``csla`` (``rep_mm.blocks.csla``).
 """
 import functools
+import math
 from typing import Optional, Sequence
 
 import torch
@@ -53,7 +54,23 @@ def _resolve_arch(arch) -> dict:
             if len(bottleneck) != 5:
                 raise ValueError(f'each bottleneck cfg is [kernel, expansion, channels, se_ratio, '
                                  f'stride], got {list(bottleneck)}')
-    return dict(width=float(arch['width']), cfgs=cfgs)
+    width = arch['width']
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or \
+            not math.isfinite(width) or width <= 0:
+        raise ValueError(f"GhostNet arch['width'] must be a finite number > 0 (the width "
+                         f"multiplier, e.g. 0.5), got {width!r}")
+    for row in cfgs:
+        for kernel, expansion, channels, se_ratio, stride in row:
+            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                       for v in (kernel, expansion, channels)) or stride not in (1, 2) or \
+                    isinstance(se_ratio, bool) or not isinstance(se_ratio, (int, float)) or \
+                    not math.isfinite(se_ratio) or se_ratio < 0:
+                raise ValueError(f'bad GhostNet bottleneck cfg [kernel, expansion, channels, '
+                                 f'se_ratio, stride] = '
+                                 f'{[kernel, expansion, channels, se_ratio, stride]}: '
+                                 f'kernel / expansion / channels are ints >= 1, se_ratio a finite '
+                                 f'number >= 0 (0 = no SE), stride 1 or 2')
+    return dict(width=float(width), cfgs=cfgs)
 
 
 class _GhostNetBase(ReparamBackbone):

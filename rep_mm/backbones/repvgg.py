@@ -85,6 +85,7 @@ class RepVGG(VGGLayoutBackbone):
         self.out_indices = self._check_out_indices(out_indices)
         self.frozen_stages, self.norm_eval, self.deploy = frozen_stages, norm_eval, deploy
         group_layer_map = arch.get('group_layer_map') or {}
+        check_repvgg_options(arch, group_layer_map, in_channels)
         block_cfg = dict(se_position=arch.get('se_position'), se_ratio=arch.get('se_ratio', 16),
                          norm_cfg=norm_cfg, act_cfg=act_cfg, with_cp=with_cp, deploy=deploy)
 
@@ -94,3 +95,20 @@ class RepVGG(VGGLayoutBackbone):
                 groups=group_layer_map.get(index, 1), **block_cfg),
             in_channels, arch, base_channels, strides)
         self._freeze_stages()
+
+
+def check_repvgg_options(arch: dict, group_layer_map, in_channels) -> None:
+    """``group_layer_map`` ({layer index >= 0: groups >= 1}), ``se_ratio`` (int >= 1 when there
+    is an SE block) and ``in_channels`` (int >= 1) of a RepVGG / RepVGGplus arch."""
+    def positive_int(value, minimum=1):
+        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+    if not positive_int(in_channels):
+        raise ValueError(f'in_channels must be an int >= 1, got {in_channels!r}')
+    if not isinstance(group_layer_map, dict) or not all(
+            positive_int(k, 0) and positive_int(v) for k, v in group_layer_map.items()):
+        raise ValueError(f"arch['group_layer_map'] must map layer indices (ints >= 0, 0 = stem) "
+                         f"to groups (ints >= 1), got {group_layer_map!r}")
+    if arch.get('se_position') is not None and not positive_int(arch.get('se_ratio', 16)):
+        raise ValueError(f"arch['se_ratio'] must be an int >= 1 (the SE bottleneck has "
+                         f"C_out // se_ratio channels), got {arch.get('se_ratio')!r}")

@@ -13,7 +13,8 @@ from torch.utils import checkpoint as cp
 
 from ..blocks import RepVGGBlock
 from ..registry import MODELS
-from .base import ReparamBackbone, validate_arch
+from .base import ReparamBackbone, check_vgg_layout, validate_arch
+from .repvgg import check_repvgg_options
 
 
 class RepVGGplusStage(nn.Module):
@@ -76,6 +77,12 @@ class RepVGGplus(ReparamBackbone):
         if len(strides) != 5 or len(dilations) != 5:
             raise ValueError(f'strides and dilations need 5 entries (stem + 4 stages), got '
                              f'{tuple(strides)} and {tuple(dilations)}')
+        check_vgg_layout(arch, strides, (64, 128, 256, 512), dilations)
+        check_repvgg_options(dict(arch, se_position=arch.get('se_position', 'post'),
+                                  se_ratio=arch.get('se_ratio', 4)), {}, in_channels)
+        if arch['num_blocks'][2] < 2:
+            raise ValueError(f"RepVGGplus splits stage3 into stage3_first and stage3_second, so "
+                             f"arch['num_blocks'][2] must be >= 2, got {arch['num_blocks'][2]}")
         self.arch = arch
         self.out_indices = self._check_out_indices(out_indices)
         self.frozen_stages, self.norm_eval, self.deploy = frozen_stages, norm_eval, deploy

@@ -18,6 +18,7 @@ from ..fusion import KernelBias, fuse_bn, sum_branches
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
+from ._checks import check_conv_args, check_ratio
 
 
 class ACBlock(ReparamBlock):
@@ -51,6 +52,10 @@ class ACBlock(ReparamBlock):
                  reduce_gamma: bool = False, gamma_init: Optional[float] = None,
                  nonlinear: Nonlinear = None, norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
+        check_conv_args('ACBlock', in_channels, out_channels, kernel_size, stride, dilation, groups,
+                        padding)
+        if gamma_init is not None:
+            check_ratio('ACBlock', 'gamma_init', gamma_init, allow_zero=True)
         if kernel_size % 2 == 0 or kernel_size < 1:
             raise ValueError(f'ACBlock needs an odd kernel_size so that the kx1 and 1xk kernels '
                              f'have a centre, got {kernel_size}')

@@ -5,6 +5,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..fusion import KernelBias, fuse_bn
+from ._checks import check_conv_args
 
 DEFAULT_NORM_CFG = dict(type='BN')
 
@@ -35,6 +36,8 @@ class ConvBN(nn.Sequential):
                  padding: int = 0, dilation: int = 1, groups: int = 1,
                  padding_mode: str = 'zeros', norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
+        check_conv_args('ConvBN', in_channels, out_channels, kernel_size, stride, dilation, groups,
+                        padding)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
                               padding=padding, dilation=dilation, groups=groups, bias=False,
                               padding_mode=padding_mode)

@@ -32,6 +32,7 @@ from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
 from .nonlinear import build_nonlinear
 from .repghost import depthwise_fused_conv, ghost_primary_conv
+from ._checks import check_conv_args, check_ints, check_ratio
 
 MODES = ('target', 'hs', 'csla')
 
@@ -59,6 +60,8 @@ class ScaleLayer(nn.Module):
 
     def __init__(self, num_features: int, init: float = 1.0, trainable: bool = True) -> None:
         super().__init__()
+        check_ints('ScaleLayer', 1, num_features=num_features)
+        check_ratio('ScaleLayer', 'init', init, allow_zero=True)
         value = torch.full((num_features,), float(init))
         if trainable:
             self.weight = nn.Parameter(value)
@@ -115,6 +118,7 @@ class RepOptVGGBlock(ReparamBlock):
                  deploy: bool = False) -> None:
         super().__init__()
         self.mode = check_mode(mode)
+        check_conv_args('RepOptVGGBlock', in_channels, out_channels, 3, stride)
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, stride
         self.deploy = deploy
         # the hs / csla forms have an identity branch here (a target block keeps the flag: its
@@ -195,6 +199,8 @@ class RepOptGhostModule(ReparamBlock):
                  deploy: bool = False) -> None:
         super().__init__()
         self.mode = check_mode(mode)
+        check_ints('RepOptGhostModule', 1, in_channels=in_channels, out_channels=out_channels,
+                   dw_size=dw_size)
         self.out_channels, self.dw_size, self.deploy = out_channels, dw_size, deploy
         self.primary_conv = ghost_primary_conv(in_channels, out_channels, relu, norm_cfg)
         if deploy:

@@ -30,6 +30,7 @@ from ..fusion import (KernelBias, avg_pool_kernel, bn_scale_shift, channel_ident
 from ..reparam import ReparamBlock
 from .conv_bn import ConvBN, build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
+from ._checks import check_conv_args, check_ints
 
 
 class IdentityBasedConv1x1(nn.Conv2d):
@@ -109,6 +110,11 @@ class DiverseBranchBlock(ReparamBlock):
                  norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
         padding = kernel_size // 2 if padding is None else padding
+        check_conv_args('DiverseBranchBlock', in_channels, out_channels, kernel_size, stride,
+                        dilation, groups, padding)
+        if internal_channels_1x1_3x3 is not None:
+            check_ints('DiverseBranchBlock', 1,
+                       internal_channels_1x1_3x3=internal_channels_1x1_3x3)
         _check_dbb_args(in_channels, out_channels, kernel_size, padding, dilation, groups)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding

@@ -26,6 +26,7 @@ from ..fusion import (KernelBias, channel_identity, compose_1x1_kxk, depthwise_s
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
+from ._checks import check_conv_args, check_ints, check_ratio
 
 DW_EXPANSION = 8  # depthwise filters per input channel in the depthwise-separable branch
 # initial branch scales: origin, avg, prior, 1x1-kxk, 1x1, depthwise-separable
@@ -232,6 +233,13 @@ class OREPA(OREPAKernelMixin, GeneratedKernelBlock):
                  single_init: bool = False, init_hyper_para: float = 1.0,
                  init_hyper_gamma: float = 1.0, norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
+        check_conv_args('OREPA', in_channels, out_channels, kernel_size, stride, dilation, groups,
+                        padding)
+        if internal_channels_1x1_3x3 is not None:
+            check_ints('OREPA', 1, internal_channels_1x1_3x3=internal_channels_1x1_3x3)
+        for name, value in (('init_hyper_para', init_hyper_para),
+                            ('init_hyper_gamma', init_hyper_gamma)):
+            check_ratio('OREPA', name, value, allow_zero=True)
         self.stride, self.dilation = stride, dilation
         self.padding = dilation * (kernel_size // 2) if padding is None else padding
         self.deploy = deploy

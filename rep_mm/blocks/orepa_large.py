@@ -19,6 +19,7 @@ from ..fusion import compose_1x1_kxk, compose_kernels, identity_kernel
 from .conv_bn import build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
 from .orepa import GeneratedKernelBlock, OREPAWeightGenerator
+from ._checks import check_conv_args
 
 
 def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
@@ -50,6 +51,8 @@ class OREPA1x1(GeneratedKernelBlock):
                  deploy: bool = False, nonlinear: Nonlinear = None, single_init: bool = False,
                  norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
+        check_conv_args('OREPA1x1', in_channels, out_channels, kernel_size, stride, dilation,
+                        groups, padding)
         if kernel_size != 1:
             raise ValueError(f'OREPA1x1 is a 1x1 block, got kernel_size={kernel_size}; use OREPA '
                              f'for kxk kernels')
@@ -119,6 +122,8 @@ class OREPALargeConv(GeneratedKernelBlock):
                  groups: int = 1, deploy: bool = False, nonlinear: Nonlinear = None,
                  norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
+        check_conv_args('OREPALargeConv', in_channels, out_channels, kernel_size, stride,
+                        dilation, groups, padding)
         if kernel_size % 2 == 0 or kernel_size < 3:
             raise ValueError(f'OREPALargeConv builds a kxk kernel from stacked 3x3 kernels, so '
                              f'kernel_size must be odd and >= 3, got {kernel_size}')

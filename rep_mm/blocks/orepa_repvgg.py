@@ -19,6 +19,7 @@ from .nonlinear import Nonlinear, build_nonlinear
 from .orepa import OREPAKernelMixin
 from .repvgg import RepVGGStyleBlock, check_centre_padding
 from .se import SEBlock
+from ._checks import check_conv_args
 
 
 class OREPA3x3RepVGG(OREPAKernelMixin, nn.Module):
@@ -74,6 +75,8 @@ class OREPARepVGGBlock(RepVGGStyleBlock):
                  nonlinear: Nonlinear = 'ReLU', internal_channels_1x1_3x3: Optional[int] = None,
                  norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
+        check_conv_args('OREPARepVGGBlock', in_channels, out_channels, kernel_size, stride,
+                        dilation, groups, padding)
         padding = check_centre_padding(in_channels, out_channels, kernel_size, padding,
                                        dilation, groups)
         centre = dilation * (kernel_size // 2)

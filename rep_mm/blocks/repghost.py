@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from ..fusion import KernelBias, fuse_bn, identity_kernel, sum_branches
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
+from ._checks import check_conv_args, check_ints, check_ratio
 
 __all__ = ['make_divisible', 'GhostSqueezeExcite', 'RepGhostModule', 'RepGhostBottleneck',
            'ConvBnAct']
@@ -41,6 +42,9 @@ class GhostSqueezeExcite(nn.Module):
 
     def __init__(self, channels: int, se_ratio: float = 0.25, divisor: int = 4) -> None:
         super().__init__()
+        check_ints('GhostSqueezeExcite', 1, channels=channels, divisor=divisor)
+        check_ratio('GhostSqueezeExcite', 'se_ratio', se_ratio,
+                    meaning='the squeeze width is channels * se_ratio')
         reduced = make_divisible(channels * se_ratio, divisor)
         self.conv_reduce = nn.Conv2d(channels, reduced, 1, bias=True)
         self.act1 = nn.ReLU(inplace=True)
@@ -57,6 +61,7 @@ class ConvBnAct(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
                  stride: int = 1, norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
+        check_conv_args(type(self).__name__, in_channels, out_channels, kernel_size, stride)
         self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, kernel_size // 2,
                               bias=False)
         self.bn1 = build_batch_norm(norm_cfg, out_channels)
@@ -100,6 +105,8 @@ class RepGhostModule(ReparamBlock):
     def __init__(self, in_channels: int, out_channels: int, relu: bool = True, dw_size: int = 3,
                  norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
         super().__init__()
+        check_ints('RepGhostModule', 1, in_channels=in_channels, out_channels=out_channels,
+                   dw_size=dw_size)
         self.out_channels, self.dw_size, self.deploy = out_channels, dw_size, deploy
         self.primary_conv = ghost_primary_conv(in_channels, out_channels, relu, norm_cfg)
         if deploy:
@@ -162,6 +169,10 @@ class RepGhostBottleneck(nn.Module):
                  ghost_module: GhostFactory = RepGhostModule,
                  norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
+        check_ints('RepGhostBottleneck', 1, in_channels=in_channels, mid_channels=mid_channels,
+                   out_channels=out_channels, dw_kernel_size=dw_kernel_size)
+        check_ratio('RepGhostBottleneck', 'se_ratio', se_ratio, allow_zero=True,
+                    meaning='0 means no squeeze-excite')
         if stride not in (1, 2):
             raise ValueError(f'a ghost bottleneck has stride 1 or 2, got {stride}')
         self.stride = stride

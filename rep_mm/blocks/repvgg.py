@@ -23,6 +23,7 @@ from ..reparam import ReparamBlock
 from .conv_bn import ConvBN, build_batch_norm
 from .nonlinear import build_nonlinear
 from .se import SEBlock
+from ._checks import check_conv_args, check_ints, check_ratio
 
 SE_POSITIONS = (None, 'pre', 'post')
 # training-time branches of RepVGG-style blocks (``rbr_identity`` may be None)
@@ -107,6 +108,10 @@ class RepVGGBlock(RepVGGStyleBlock):
                  se_ratio: int = 16, norm_cfg: Optional[dict] = None,
                  act_cfg: Optional[dict] = dict(type='ReLU', inplace=True), with_cp: bool = False) -> None:
         super().__init__()
+        check_conv_args('RepVGGBlock', in_channels, out_channels, kernel_size, stride, dilation,
+                        groups, padding)
+        if se_position is not None:
+            check_ints('RepVGGBlock', 1, se_ratio=se_ratio)
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f'RepVGGBlock needs at least 1 input and 1 output channel, got '
                              f'in_channels={in_channels}, out_channels={out_channels} (a '

@@ -2,6 +2,8 @@
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from ._checks import check_ints
+
 
 class SEBlock(nn.Module):
     """``y = x * sigmoid(up(relu(down(mean_hw(x)))))``, shapes ``(N, C, H, W) -> (N, C, H, W)``.
@@ -17,6 +19,7 @@ class SEBlock(nn.Module):
 
     def __init__(self, channels: int, internal_channels: int) -> None:
         super().__init__()
+        check_ints('SEBlock', 1, channels=channels)
         if internal_channels < 1:
             raise ValueError(f'SE bottleneck must have at least 1 channel, got {internal_channels} '
                              f'(channels={channels}); lower the reduction ratio')

@@ -30,12 +30,13 @@ import argparse
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._tree import write_or_reuse_tree
+from ._tree import extra_files_message, unexpected_loader_files, write_or_reuse_tree
 
 __all__ = ['prepare_digit_scenes', 'DigitScenesError', 'SCENE_CLASSES', 'SCENE_PALETTE',
            'DIGIT_CATEGORIES', 'SCENE_SPLITS']
@@ -185,6 +186,10 @@ def _write_split(root: Path, split: str, count: int, size: int, seed: int, max_d
                 pixel_counts=pixel_counts.tolist())
 
 
+# every scene / label map prepare_digit_scenes writes, relative to images|annotations/<split>
+_EXPECTED_FILE = re.compile(r'^[0-9]{5}\.png$')
+
+
 def _split_files(root: Path, split: str) -> List[Path]:
     files = sorted((root / 'images' / split).glob('*.png'))
     files += sorted((root / 'annotations' / split).glob('*.png'))
@@ -234,6 +239,12 @@ def _check_existing(root: Path, params: dict) -> dict:
         listing = ', '.join(f'{k}: found {a!r}, asked {b!r}' for k, (a, b) in different.items())
         raise DigitScenesError(f'{root} holds digit scenes made with other parameters '
                                f'({listing}); choose another out_dir or remove it')
+    extra = [f for split in SCENE_SPLITS for sub in ('images', 'annotations')
+             for f in unexpected_loader_files(root, f'{sub}/{split}', _EXPECTED_FILE)]
+    if extra:
+        raise DigitScenesError(extra_files_message(
+            root, extra, 'mmseg (it lists images/<split> recursively by img_suffix)',
+            'prepare_digit_scenes'))
     for split in SCENE_SPLITS:
         if _digest(root, split) != manifest.get('sha256', {}).get(split):
             raise DigitScenesError(f'the {split!r} files in {root} do not match its {MANIFEST} '

@@ -25,12 +25,13 @@ import argparse
 import hashlib
 import io
 import json
+import re
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._tree import write_or_reuse_tree
+from ._tree import extra_files_message, loader_files, unexpected_loader_files, write_or_reuse_tree
 
 __all__ = ['prepare_digits', 'DigitsError', 'NUM_DIGITS', 'DIGITS_CLASSES', 'SPLITS']
 
@@ -87,6 +88,16 @@ def _encode_png(image: np.ndarray, size: int) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format='PNG', optimize=False, compress_level=6)
     return buffer.getvalue()
+
+
+# every image prepare_digits writes, relative to its split folder
+_EXPECTED_FILE = re.compile(r'^[0-9]/[0-9]{4}\.png$')
+
+
+def loader_count(root: Path, split: str) -> int:
+    """How many images mmpretrain's CustomDataset would load from ``root/split``."""
+    from ._tree import is_image_name
+    return sum(1 for rel in loader_files(root / split) if '/' in rel and is_image_name(rel))
 
 
 def _relative_files(root: Path, split: str) -> List[str]:
@@ -146,6 +157,21 @@ def _check_existing(root: Path, size: int, seed: int, test_size: int) -> dict:
         listing = ', '.join(f'{k}: found {a!r}, asked {b!r}' for k, (a, b) in different.items())
         raise DigitsError(f'{root} holds digits prepared with other parameters ({listing}); '
                           f'choose another out_dir or remove it')
+    extra, classes = [], set(DIGITS_CLASSES)
+    for split in SPLITS:
+        extra += unexpected_loader_files(root, split, _EXPECTED_FILE)
+        # CustomDataset makes every directory under the split (hidden ones too) a class
+        folders = sorted(p.name for p in (root / split).iterdir() if p.is_dir()) \
+            if (root / split).is_dir() else []
+        unknown = [f'{split}/{name}/' for name in folders if name not in classes]
+        if unknown:
+            raise DigitsError(f'{root} holds folder(s) {", ".join(unknown)} that mmpretrain\'s '
+                              f'CustomDataset would take as extra classes (it makes every '
+                              f'directory under {split}/ a class, hidden ones too); move them out '
+                              f'of {root}, or prepare the digits into another out_dir')
+    if extra:
+        raise DigitsError(extra_files_message(root, extra, "mmpretrain's CustomDataset",
+                                              'prepare_digits'))
     for split in SPLITS:
         if _digest(root, split) != manifest.get('sha256', {}).get(split):
             raise DigitsError(f'the {split!r} files in {root} do not match its {MANIFEST} '

@@ -26,6 +26,7 @@ from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
 from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
+from ._checks import check_optimizer_numbers, check_paramwise_cfg
 from .handlers import build_handler
 from .repopt_adamw import RepOptAdamW
 from .repopt_sgd import RepOptSGD
@@ -80,6 +81,8 @@ class RepOptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             raise ValueError(f'optimizer type must be one of {list(OPTIMIZERS_BY_NAME)} (with or '
                              f"without the 'rep_mm.' prefix), got {optimizer_cfg.get('type')!r}")
         self.optimizer_class, self.update_rule = OPTIMIZERS_BY_NAME[name]
+        check_optimizer_numbers(optimizer_cfg, type(self).__name__)
+        check_paramwise_cfg(paramwise_cfg, type(self).__name__)
         self.use_paramwise = paramwise_cfg is not None
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
 

@@ -13,7 +13,7 @@ from typing import Any, Dict, Mapping, Union
 import torch
 from torch import Tensor
 
-__all__ = ['ScalesError', 'load_scales', 'match_scales', 'extract_scales', 'is_scale_key']
+__all__ = ['ScalesError', 'check_scale_values', 'load_scales', 'match_scales', 'extract_scales', 'is_scale_key']
 
 ScalesSource = Union[str, os.PathLike, Mapping[str, Tensor]]
 _WRAPPERS = ('state_dict', 'model', 'module')
@@ -47,6 +47,38 @@ def _unwrap(obj: Any, source: str) -> Dict[str, Tensor]:
     return OrderedDict((_strip(str(k)), v) for k, v in obj.items())
 
 
+def check_scale_values(scales: Mapping[str, Tensor], source: str) -> None:
+    """Every scale is a floating-point tensor of finite, non-zero values.
+
+    NaN / Inf would poison the re-initialisation and every update through the grad mults; a
+    zero scale makes its branch's grad multiplier 0 (those taps never train) and its
+    re-initialised contribution 0. Negative values are allowed: the searched scales are trained
+    freely, and both ``s * W`` and the multiplier ``s^p`` stay well defined.
+    """
+    bad = []
+    for key, value in scales.items():
+        if not (value.is_floating_point() or value.dtype in (torch.int32, torch.int64)):
+            raise ScalesError(f'{source}: scale {key!r} has dtype {value.dtype}; scales are '
+                              f'real numbers (float tensors)')
+        value = value.detach().float()
+        if value.numel() == 0:
+            bad.append(f'{key}: empty')
+            continue
+        nonfinite = int((~torch.isfinite(value)).sum())
+        zeros = int((value == 0).sum())
+        if nonfinite:
+            bad.append(f'{key}: {nonfinite} NaN/Inf')
+        if zeros:
+            bad.append(f'{key}: {zeros} zero(s)')
+    if bad:
+        listing = '; '.join(bad[:MAX_LISTED]) + (f' ... (+{len(bad) - MAX_LISTED} more)'
+                                                   if len(bad) > MAX_LISTED else '')
+        raise ScalesError(f'{source} holds scales that cannot be used ({listing}): every value '
+                          f'must be finite and non-zero (NaN/Inf poison every update, a zero '
+                          f'scale freezes its branch); re-extract them from a healthy '
+                          f'Hyper-Search checkpoint')
+
+
 def load_scales(source: ScalesSource, allow_unsafe: bool = False) -> 'OrderedDict[str, Tensor]':
     """Read a scales file or take a dict; strip ``module.`` / ``backbone.`` prefixes and
     ``state_dict`` / ``model`` wrappers.
@@ -56,15 +88,19 @@ def load_scales(source: ScalesSource, allow_unsafe: bool = False) -> 'OrderedDic
     raises ``CheckpointError`` naming the file and the problem.
     """
     if isinstance(source, Mapping):
-        return _unwrap(source, 'the scales dict')
+        scales = _unwrap(source, 'the scales dict')
+        check_scale_values(scales, 'the scales dict')
+        return scales
     from ..checkpoint import load_checkpoint_file
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise ScalesError(f'scales file {path!r} does not exist (the released ones are '
                           f'RepOpt-VGG-{{B1,B2,L1,L2}}-scales.pth and '
                           f'RepOptGhostNet_0_5x_scales.pth)')
-    return _unwrap(load_checkpoint_file(path, allow_unsafe=allow_unsafe),
-                   f'scales file {path!r}')
+    scales = _unwrap(load_checkpoint_file(path, allow_unsafe=allow_unsafe),
+                     f'scales file {path!r}')
+    check_scale_values(scales, f'scales file {path!r}')
+    return scales
 
 
 def _listing(keys) -> str:
@@ -114,6 +150,9 @@ def extract_scales(hs_checkpoint: ScalesSource,
     if not scales:
         raise ScalesError('no scale found in the checkpoint: is it a Hyper-Search (mode="hs") '
                           'model? Expected keys like stage1.0.scale_conv.weight')
+    source = ('the Hyper-Search checkpoint' if isinstance(hs_checkpoint, Mapping)
+              else f'Hyper-Search checkpoint {os.fspath(hs_checkpoint)!r}')
+    check_scale_values(scales, source)
     return scales
 
 

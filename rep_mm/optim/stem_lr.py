@@ -32,6 +32,7 @@ from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import nn
 
 from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
+from ._checks import check_number, check_optimizer_numbers, check_paramwise_cfg
 
 __all__ = ['OREPAOptimWrapperConstructor', 'OREPA_NO_DECAY_SUBSTRINGS']
 
@@ -64,14 +65,19 @@ class OREPAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def __init__(self, optim_wrapper_cfg: dict, paramwise_cfg: Optional[dict] = None) -> None:
         rest = dict(paramwise_cfg or {})
         own = {key: rest.pop(key) for key in _OWN_KEYS if key in rest}
+        owner = type(self).__name__
+        check_paramwise_cfg(rest, owner)
+        check_optimizer_numbers(dict(optim_wrapper_cfg.get('optimizer') or {}), owner)
+        meaning = 'multiplies the base value; 0 freezes it'
+        for key in ('stem_lr_mult', 'stem_decay_mult', 'vector_decay_mult'):
+            if own.get(key) is not None:
+                check_number(f'paramwise_cfg.{key}', own[key], meaning=meaning)
         super().__init__(optim_wrapper_cfg, rest)
         self.stem_lr_mult = float(own.get('stem_lr_mult', 1.0))
         self.stem_decay_mult = own.get('stem_decay_mult')
         self.stem_keys = own.get('stem_keys')
         self.orepa_decay = bool(own.get('orepa_decay', False))
         self.vector_decay_mult = float(own.get('vector_decay_mult', 0.0))
-        if self.stem_lr_mult < 0:
-            raise ValueError(f'paramwise_cfg.stem_lr_mult must be >= 0, got {self.stem_lr_mult}')
         if self.stem_keys is not None and (isinstance(self.stem_keys, str) or not all(
                 isinstance(k, str) and k for k in self.stem_keys)):
             raise TypeError(f'paramwise_cfg.stem_keys must be a list of non-empty str, got '

@@ -103,7 +103,7 @@ def test_bad_inputs_are_reported(tmp_path, data_root):
     assert corrupt.returncode != 0, corrupt.stderr
     assert 'is corrupted' in corrupt.stderr, corrupt.stderr[-6000:]
     no_config = run_python([tool('train.py'), tmp_path / 'nope.py'])
-    assert no_config.returncode != 0 and 'is not a file' in no_config.stderr
+    assert no_config.returncode == 2 and 'does not exist' in no_config.stderr
     same = tmp_path / 'metrics.json'
     same.write_text('{}')
     clobber = run_python([tool('test.py'), CONFIG, same, '--out', same])

@@ -1,0 +1,41 @@
+"""Argument checks shared by the blocks: clear errors instead of ZeroDivisionError / odd shapes."""
+import math
+from typing import Any, Optional
+
+__all__ = ['check_ints', 'check_conv_args', 'check_ratio']
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_ints(owner: str, minimum: int = 1, **values: Any) -> None:
+    """Every keyword value is an int >= ``minimum`` (channel counts, kernel sizes, strides...)."""
+    for name, value in values.items():
+        if not _is_int(value) or value < minimum:
+            raise ValueError(f'{owner}: {name} must be an int >= {minimum}, got {value!r}')
+
+
+def check_conv_args(owner: str, in_channels: Any, out_channels: Any, kernel_size: Any = 1,
+                    stride: Any = 1, dilation: Any = 1, groups: Any = 1,
+                    padding: Optional[Any] = None) -> None:
+    """Channels, kernel, stride, dilation and groups >= 1, padding >= 0, channels % groups."""
+    check_ints(owner, 1, in_channels=in_channels, out_channels=out_channels,
+               kernel_size=kernel_size, stride=stride, dilation=dilation, groups=groups)
+    if padding is not None:
+        check_ints(owner, 0, padding=padding)
+    if in_channels % groups or out_channels % groups:
+        raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must be '
+                         f'divisible by groups ({groups})')
+
+
+def check_ratio(owner: str, name: str, value: Any, allow_zero: bool = False,
+                meaning: str = '') -> float:
+    """A finite real ``value`` > 0 (>= 0 with ``allow_zero``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and \
+        math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
+    if not ok:
+        extra = f' ({meaning})' if meaning else ''
+        raise ValueError(f'{owner}: {name} must be a finite number '
+                         f'{">= 0" if allow_zero else "> 0"}{extra}, got {value!r}')
+    return float(value)
