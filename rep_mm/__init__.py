@@ -7,10 +7,18 @@ scope, so any MMPretrain / MMSegmentation / MMDetection config can use them afte
 __version__ = '0.1.0'
 
 from . import fusion, registry  # noqa: E402
-from .reparam import (ReparamBlock, ReparamReport, reparameterize,  # noqa: E402
-                      verify_equivalence)
+from .reparam import (ReparamBlock, ReparamError, ReparamReport,  # noqa: E402
+                      reparameterize, verify_equivalence)
 from . import blocks, backbones, necks, heads, hooks, datasets, models  # noqa: E402,F401
 from . import optim  # noqa: E402,F401
+from . import integrations  # noqa: E402,F401
 
-__all__ = ['__version__', 'ReparamBlock', 'ReparamReport', 'reparameterize',
+# Runner checkpoints load with weights_only=True in every toolbox once rep_mm is imported
+integrations.allow_runner_checkpoints()
+# mmdeploy's own torch2onnx then follows the deploy config's onnx_config.dynamo (TorchScript
+# exporter by default); registered lazily, mmdeploy is not imported here
+from .deploy.exporter import install as _install_mmdeploy_exporter  # noqa: E402
+_install_mmdeploy_exporter()
+
+__all__ = ['__version__', 'ReparamBlock', 'ReparamError', 'ReparamReport', 'reparameterize',
            'verify_equivalence', 'fusion', 'registry']

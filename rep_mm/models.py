@@ -18,6 +18,7 @@ Their state dicts are those of the base classes, so checkpoints move freely betw
 Toolboxes that are not installed are skipped.
 """
 import importlib
+import warnings
 from typing import Dict
 
 from .registry import MODELS
@@ -45,7 +46,10 @@ DEPLOYABLE_MODELS: Dict[str, type] = {}
 
 for _name, (_module, _base) in _BASES.items():
     try:
-        _base_cls = getattr(importlib.import_module(_module), _base)
+        with warnings.catch_warnings():  # a deprecation inside a toolbox's own imports
+            warnings.filterwarnings('ignore', message='`torch.jit.interface` is deprecated',
+                                    category=FutureWarning)
+            _base_cls = getattr(importlib.import_module(_module), _base)
     except (ImportError, AssertionError):  # toolbox missing (mmdet asserts its mmcv range)
         continue
     _cls = type(_name, (DeployableModelMixin, _base_cls), {

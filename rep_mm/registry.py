@@ -10,6 +10,7 @@ from mmengine.registry import MODELS as MMENGINE_MODELS
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS as MMENGINE_OPTIM_WRAPPER_CONSTRUCTORS
 from mmengine.registry import OPTIM_WRAPPERS as MMENGINE_OPTIM_WRAPPERS
 from mmengine.registry import OPTIMIZERS as MMENGINE_OPTIMIZERS
+from mmengine.registry import LOOPS as MMENGINE_LOOPS
 from mmengine.registry import Registry
 
 MODELS = Registry('model', parent=MMENGINE_MODELS, scope='rep_mm', locations=['rep_mm'])
@@ -23,3 +24,5 @@ OPTIM_WRAPPERS = Registry('optim_wrapper', parent=MMENGINE_OPTIM_WRAPPERS, scope
                           locations=['rep_mm.optim'])
 DATASETS = Registry('dataset', parent=MMENGINE_DATASETS, scope='rep_mm',
                     locations=['rep_mm.datasets'])
+LOOPS = Registry('loop', parent=MMENGINE_LOOPS, scope='rep_mm',
+                locations=['rep_mm.integrations'])

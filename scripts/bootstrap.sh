@@ -36,7 +36,7 @@ with_progress() {
   while kill -0 "$pid" 2>/dev/null; do
     sleep 30 & wait $!
     kill -0 "$pid" 2>/dev/null || break
-    local step; step="$(grep -ao '^\[[0-9]*/[0-9]*\]' "$out" | tail -n 1 || true)"
+    local step; step="$(grep -ao '^ *\[[0-9]*/[0-9]*\]' "$out" | tail -n 1 | tr -d ' ' || true)"
     log "$what: still running${step:+, compiled $step}"
   done
   if ! wait "$pid"; then log "$what failed; its output:"; tail -n 40 "$out" >&2; rm -f "$out"; return 1; fi

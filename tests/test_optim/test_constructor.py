@@ -8,7 +8,6 @@ from mmengine.runner import Runner
 
 import rep_mm  # noqa: F401  (registers the rep_mm scope)
 from rep_mm.backbones import RepOptVGG
-from rep_mm.checkpoint import runner_safe_globals
 from rep_mm.datasets import prepare_digits
 from rep_mm.optim import CLIP_GRAD_MESSAGE, RepOptOptimWrapperConstructor, RepOptSGD
 from rep_mm.registry import OPTIM_WRAPPER_CONSTRUCTORS
@@ -101,15 +100,15 @@ def test_resume_mid_training_continues_exactly(tmp_path, digits_root, scales_fil
     straight.train()
     final = {k: v.clone() for k, v in straight.model.state_dict().items()}
     checkpoint = tmp_path / 'a' / 'iter_2.pth'
-    with torch.serialization.safe_globals(runner_safe_globals()):
-        saved = torch.load(checkpoint, weights_only=True)
-        # only torch SGD's state is saved: the grad-mult map is rebuilt, never pickled
-        assert {key for state in saved['optimizer']['state'].values() for key in state} == \
-            {'momentum_buffer'}
-        store = []
-        resumed = make_runner(tmp_path / 'b', digits_root, scales_file[0], store,
-                              load_from=str(checkpoint), resume=True)
-        resumed.train()
+    # Runner checkpoints load with weights_only=True: importing rep_mm allow-lists them
+    saved = torch.load(checkpoint, weights_only=True)
+    # only torch SGD's state is saved: the grad-mult map is rebuilt, never pickled
+    assert {key for state in saved['optimizer']['state'].values() for key in state} == \
+        {'momentum_buffer'}
+    store = []
+    resumed = make_runner(tmp_path / 'b', digits_root, scales_file[0], store,
+                          load_from=str(checkpoint), resume=True)
+    resumed.train()
     before, after = store
     assert torch.equal(before, after)  # no re-initialisation on resume
     assert torch.equal(after, saved['state_dict']['backbone.stage1.1.conv.weight'])
@@ -124,10 +123,10 @@ def test_load_from_skips_the_reinitialisation(tmp_path, digits_root, scales_file
     make_runner(tmp_path / 'a', digits_root, scales_file[0],
                 train_cfg=dict(by_epoch=False, max_iters=2)).train()
     store = []
-    with torch.serialization.safe_globals(runner_safe_globals()):
-        make_runner(tmp_path / 'b', digits_root, scales_file[0], store,
-                    load_from=str(tmp_path / 'a' / 'iter_2.pth'),
-                    train_cfg=dict(by_epoch=False, max_iters=1)).train()
+    # Runner checkpoints load with weights_only=True: importing rep_mm allow-lists them
+    make_runner(tmp_path / 'b', digits_root, scales_file[0], store,
+                load_from=str(tmp_path / 'a' / 'iter_2.pth'),
+                train_cfg=dict(by_epoch=False, max_iters=1)).train()
     assert torch.equal(store[0], store[1])
 
 

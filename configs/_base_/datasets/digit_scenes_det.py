@@ -1,7 +1,8 @@
 # Digit scenes for MMDetection: 64x64 canvases of scikit-learn's handwritten digits with COCO
 # boxes (category = digit, names '0'..'9'). Write them first with
 # `python -m rep_mm.datasets.digit_scenes data/digit_scenes` (rep_mm.datasets.prepare_digit_scenes)
-# or move them with --cfg-options data_root=DIR. Val scenes use digit images unseen in training.
+# or move them with --cfg-options data_root=DIR (the configs' rep_mm loops move every
+# dataset that uses this data_root, with any train / test script). Val scenes use digit images unseen in training.
 dataset_type = 'CocoDataset'
 data_root = 'data/digit_scenes'
 metainfo = dict(classes=('0', '1', '2', '3', '4', '5', '6', '7', '8', '9'))
@@ -27,6 +28,7 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=8,
     num_workers=0,
+    persistent_workers=False,  # the toolboxes' train.py default True needs workers
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  ann_file='coco/instances_train.json', data_prefix=dict(img='images/train/'),
@@ -34,6 +36,7 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=8,
     num_workers=0,
+    persistent_workers=False,  # the toolboxes' train.py default True needs workers
     drop_last=False,
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,

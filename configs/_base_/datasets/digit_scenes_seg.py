@@ -1,7 +1,8 @@
 # Digit scenes for MMSegmentation: 64x64 canvases of scikit-learn's handwritten digits with
 # per-pixel labels (0 background, digit d -> d + 1; 11 classes). Write them first with
 # `python -m rep_mm.datasets.digit_scenes data/digit_scenes` (rep_mm.datasets.prepare_digit_scenes)
-# or move them with --cfg-options data_root=DIR. Val scenes use digit images unseen in training.
+# or move them with --cfg-options data_root=DIR (the configs' rep_mm loops move every
+# dataset that uses this data_root, with any train / test script). Val scenes use digit images unseen in training.
 dataset_type = 'BaseSegDataset'
 data_root = 'data/digit_scenes'
 crop_size = (64, 64)
@@ -26,6 +27,7 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=16,
     num_workers=0,
+    persistent_workers=False,  # the toolboxes' train.py default True needs workers
     sampler=dict(type='InfiniteSampler', shuffle=True),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False,
@@ -34,6 +36,7 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=16,
     num_workers=0,
+    persistent_workers=False,  # the toolboxes' train.py default True needs workers
     sampler=dict(type='DefaultSampler', shuffle=False),
     dataset=dict(type=dataset_type, data_root=data_root, metainfo=metainfo,
                  img_suffix='.png', seg_map_suffix='.png', reduce_zero_label=False,

@@ -1,6 +1,7 @@
 # scikit-learn's handwritten digits at 32x32 (rep_mm.datasets.prepare_digits writes the tree:
 # `python -m rep_mm.datasets.digits data/digits`). Override the location with
-# --cfg-options data_root=... (train/val/test dataloaders follow `data_root`).
+# --cfg-options data_root=... (the configs' rep_mm loops move every dataset that uses
+# this data_root, with any train / test script).
 dataset_type = 'CustomDataset'
 data_root = 'data/digits'
 
@@ -25,6 +26,7 @@ test_pipeline = [
 train_dataloader = dict(
     batch_size=32,
     num_workers=0,
+    persistent_workers=False,  # the toolboxes' train.py default True needs workers
     dataset=dict(type=dataset_type, data_root=data_root, data_prefix='train',
                  pipeline=train_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=True),
@@ -32,6 +34,7 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=64,
     num_workers=0,
+    persistent_workers=False,  # the toolboxes' train.py default True needs workers
     dataset=dict(type=dataset_type, data_root=data_root, data_prefix='test',
                  pipeline=test_pipeline),
     sampler=dict(type='DefaultSampler', shuffle=False),

@@ -12,8 +12,9 @@ param_scheduler = [
          end=max_epochs, eta_min=0.0, convert_to_iter_based=True),
 ]
 
-train_cfg = dict(by_epoch=True, max_epochs=max_epochs, val_interval=max_epochs)
-val_cfg = dict()
-test_cfg = dict()
+# rep_mm's loops are mmengine's; their data follows --cfg-options data_root=DIR
+train_cfg = dict(type='rep_mm.EpochBasedTrainLoop', max_epochs=max_epochs, val_interval=max_epochs)
+val_cfg = dict(type='rep_mm.ValLoop')
+test_cfg = dict(type='rep_mm.TestLoop')
 
 auto_scale_lr = dict(base_batch_size=32)

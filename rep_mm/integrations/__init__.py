@@ -1,0 +1,16 @@
+"""What rep_mm adds to the OpenMMLab stack so that the toolboxes' own entry points work unchanged.
+
+* :mod:`.runner_checkpoints`: importing rep_mm allow-lists, for ``torch.load(weights_only=True)``,
+  exactly the globals an mmengine Runner checkpoint pickles; the toolboxes' own ``test.py``,
+  ``Runner(load_from=...)``, ``get_model``, ``init_model``, ``init_detector`` and mmdeploy's
+  ``torch2onnx`` then load rep_mm checkpoints with ``weights_only`` kept on.
+* :mod:`.data_root`: mmengine's loops as ``rep_mm.EpochBasedTrainLoop`` / ``IterBasedTrainLoop`` /
+  ``ValLoop`` / ``TestLoop``, which move every dataset with the config file's ``data_root`` to
+  the one given on the command line (``--cfg-options data_root=DIR``), whichever script runs it.
+"""
+from .data_root import (EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop,
+                        follow_data_root)
+from .runner_checkpoints import allow_runner_checkpoints
+
+__all__ = ['EpochBasedTrainLoop', 'IterBasedTrainLoop', 'ValLoop', 'TestLoop',
+           'follow_data_root', 'allow_runner_checkpoints']
