@@ -11,7 +11,8 @@ training-form or converted checkpoint, or random weights for smoke use) and writ
       deploy_cfg.py        # the mmdeploy deploy config used (copied, never the input file)
       end2end.onnx         # the exported graph (+ end2end.onnx.data with the dynamo exporter)
       input.png            # the real image the check ran on (a digit / digit scene by default)
-      deploy.json pipeline.json detail.json   # mmdeploy SDK meta (export2SDK)
+      deploy.json pipeline.json detail.json   # mmdeploy SDK meta (export2SDK), then run in
+                                              #   mmdeploy_runtime (report.json: sdk_check)
       report.json          # errors, graph checks, timings, versions
 
 Steps: build the model like mmdeploy (``MODELS.build`` of ``cfg.model`` with the config's
@@ -36,7 +37,10 @@ Modules (one job each): :mod:`.model` (the registered ``rep_mm.ReparameterizedMo
 and the deploy-form model config), :mod:`.tasks` (codebases and shipped deploy configs),
 :mod:`.inputs` (input checks, default image), :mod:`.weights` (checkpoint / random weights),
 :mod:`.runtime` (torch2onnx, onnxruntime), :mod:`.checks` (comparisons and verdict),
-:mod:`.sdk` (SDK meta), :mod:`.report` (``report.json``), :mod:`.progress` (named steps),
+:mod:`.sdk` (SDK meta), :mod:`.sdk_check` (the work dir run in the mmdeploy SDK vs PyTorch),
+:mod:`.dynamic` (graphs with dynamic axes run at several sizes), :mod:`.exporter` (the mmdeploy
+rewriter of ``torch.onnx.export`` that picks the deploy config's exporter, also for mmdeploy's
+own ``torch2onnx``), :mod:`.report` (``report.json``), :mod:`.progress` (named steps),
 :mod:`.pipeline` (:func:`export`, step by step) and :mod:`.cli` (``rep-mm export``).
 Importing this package registers the builder (``deploy_model.py`` lists ``rep_mm.deploy`` in
 ``custom_imports``).
@@ -48,7 +52,7 @@ from .inputs import WORK_DIR_OUTPUTS, sample_image
 from .model import build_reparameterized_model, deploy_model_config
 from .progress import STEPS
 from .report import DEFAULT_TOLERANCE, ExportReport
-from .runtime import onnx_exporter
+from .exporter import install as install_exporter
 from .tasks import DEPLOY_CONFIG_DIR, TASKS, codebase_of, deploy_config_for
 
 __all__ = ['DeployError', 'ExportFailed', 'export', 'build_reparameterized_model',
@@ -57,4 +61,6 @@ __all__ = ['DeployError', 'ExportFailed', 'export', 'build_reparameterized_model
            # also importable, as before the split into modules
            'EXIT_OK', 'EXIT_FAILED', 'EXIT_BAD_INPUT', 'build_parser', 'WORK_DIR_OUTPUTS',
            'sample_image', 'deploy_model_config', 'STEPS', 'DEFAULT_TOLERANCE', 'ExportReport',
-           'onnx_exporter', 'codebase_of']
+           'install_exporter', 'codebase_of']
+
+install_exporter()  # mmdeploy's torch2onnx then uses the deploy config's exporter

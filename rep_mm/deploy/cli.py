@@ -41,8 +41,29 @@ def build_parser():
                         help='unpickle the checkpoint fully (weights_only=False): trusted only')
     parser.add_argument('--seed', type=int, default=0, help='seed of --random-init and image')
     parser.add_argument('--no-sdk', action='store_true', help='skip mmdeploy SDK meta')
+    parser.add_argument('--no-sdk-run', action='store_true',
+                        help='write the SDK meta but do not run it in mmdeploy_runtime')
     parser.add_argument('--quiet', action='store_true', help='no progress output')
     return parser
+
+
+def _sdk_summary(check: dict) -> str:
+    """One line on the SDK run (mmdeploy_runtime) against PyTorch."""
+    if not check.get('ran'):
+        return check.get('note', 'not run')
+    if check.get('passed') is None:  # ran, but its output cannot be compared (see note)
+        return f'not comparable: {check.get("note", "")}'
+    verdict = 'ok' if check.get('passed') else 'FAIL'
+    if 'sdk_label' in check:
+        return (f'class {check["sdk_label"]} (PyTorch {check["torch_label"]}), score diff '
+                f'{check["score_diff"]:.3g} ({verdict})')
+    if 'pixel_agreement' in check:
+        return (f'{check["pixel_agreement"]:.4%} of {check["pixels"]} pixels agree '
+                f'({verdict})')
+    if 'matched' in check:
+        return (f'{check["matched"]} of {check["reference_boxes"]} PyTorch boxes matched '
+                f'({check["sdk_boxes"]} SDK; min IoU {check["min_iou"]}) ({verdict})')
+    return f'{check.get("note", "")} ({verdict})'
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -58,7 +79,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         random_init=args.random_init, image=args.image,
                         deploy_config=args.deploy_config, tolerance=args.tolerance,
                         overwrite=args.overwrite, unsafe_load=args.unsafe_load, seed=args.seed,
-                        sdk=not args.no_sdk, quiet=args.quiet)
+                        sdk=not args.no_sdk, quiet=args.quiet,
+                        sdk_run=not args.no_sdk_run)
     except (DeployError, CheckpointError, FileExistsError) as error:
         print(f'rep-mm export: error: {error}', file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -76,10 +98,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         else:
             print(f'  {name}: not comparable ({result["note"]})')
     per_block = (f'{graph["blocks_with_one_conv"]}/{graph["fused_blocks"]} fused blocks have '
-                 f'exactly one Conv' if graph['scopes_named'] else graph['note'])
-    print(f'  graph: {graph["nodes"]} nodes, {graph["batch_norm_nodes"]} BatchNormalization, '
-          f'{graph["conv_nodes"]} Conv; {per_block}')
+                 f'their fused operator exactly once' if graph['scopes_named'] else graph['note'])
+    standalone = len(graph.get('standalone_batch_norms', []))
+    print(f'  graph: {graph["nodes"]} nodes, {graph["conv_nodes"]} Conv, '
+          f'{standalone} stand-alone BatchNormalization; {per_block}')
+    for reason in graph['failures']:
+        print(f'  graph FAIL: {reason}')
+    for size in (data.get('dynamic') or {}).get('sizes', []):
+        if size.get('comparable'):
+            print(f'  dynamic {size["input_shape"]}: max rel {size["max_rel"]:.3g} '
+                  f'({"ok" if size["passed"] else "FAIL"})')
+        else:
+            print(f'  dynamic {size["input_shape"]}: {size.get("note")} (FAIL)')
     print(f'  SDK meta: {"written" if data["sdk"]["written"] else data["sdk"]["note"]}')
+    print(f'  SDK run: {_sdk_summary(data.get("sdk_check") or {})}')
     print(f'  work dir: {report.work_dir} (report.json)')
     if report.passed:
         print(f'PASS ({data["checked"]} within {report.tolerance:g})')

@@ -1,6 +1,7 @@
 """The export pipeline, :func:`export`, as named steps (see :mod:`rep_mm.deploy` for what is
 written and compared): build + load, prepare input, fold, save, torch2onnx, onnxruntime,
-compare + graph checks, SDK meta, report."""
+compare + graph checks, dynamic shapes (deploy configs with ``dynamic_axes``), SDK meta, the
+SDK run (``mmdeploy_runtime``) against PyTorch, report."""
 from __future__ import annotations
 
 import copy
@@ -14,15 +15,18 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..onnx_checks import graph_checks
 from .checks import compare_all, judge
 from .errors import DeployError
+from .graph import graph_checks
+from .exporter import exporter_choice
 from .inputs import check_inputs, sample_image
 from .model import ensure_resize, saved_model_config
 from .progress import STEPS, Progress
 from .report import DEFAULT_TOLERANCE, ExportReport, versions
 from .runtime import run_onnxruntime, run_torch2onnx
 from .sdk import write_sdk
+from .sdk_check import check_sdk
+from .dynamic import check_dynamic, dynamic_axes_of
 from .tasks import TASKS, codebase_of, deploy_config_for
 from .weights import init_weights
 
@@ -57,7 +61,7 @@ def build(config: str, deploy_config: Optional[str], seed: int, work: Path,
     if not deploy_path.is_file():
         raise DeployError(f'deploy config {str(deploy_path)!r} does not exist')
     deploy_cfg = Config.fromfile(str(deploy_path))
-    dynamo = bool(deploy_cfg.onnx_config.get('dynamo', False))
+    dynamo = exporter_choice(deploy_cfg)  # onnx_config.dynamo, default False (TorchScript)
     report = ExportReport(task=task, work_dir=str(work), tolerance=tolerance)
     report.data.update(config=os.path.abspath(config), codebase=codebase,
                        deploy_config=str(deploy_path.resolve()),
@@ -142,7 +146,7 @@ def export(config: str, work_dir: str, checkpoint: Optional[str] = None,
            random_init: bool = False, image: Optional[str] = None,
            deploy_config: Optional[str] = None, tolerance: float = DEFAULT_TOLERANCE,
            overwrite: bool = False, unsafe_load: bool = False, seed: int = 0,
-           sdk: bool = True, quiet: bool = False) -> ExportReport:
+           sdk: bool = True, quiet: bool = False, sdk_run: bool = True) -> ExportReport:
     """Convert, export through mmdeploy, run in onnxruntime, compare; see :mod:`rep_mm.deploy`.
 
     Args:
@@ -154,7 +158,9 @@ def export(config: str, work_dir: str, checkpoint: Optional[str] = None,
         image: input image; default a real digit / digit scene from rep_mm.datasets.
         deploy_config: mmdeploy deploy config; default the shipped one of the task.
         tolerance: max relative error (ONNX vs training-form PyTorch) to pass.
-        sdk: also write mmdeploy SDK meta (``export2SDK``).
+        sdk: also write mmdeploy SDK meta (``export2SDK``) and run the work dir in the SDK
+            (``mmdeploy_runtime``, if installed) against PyTorch.
+        sdk_run: run the SDK on the written meta (False: meta only, ``sdk_check.ran`` False).
 
     Returns:
         ExportReport (``passed`` tells whether the end-to-end error is within ``tolerance``).
@@ -202,15 +208,36 @@ def export(config: str, work_dir: str, checkpoint: Optional[str] = None,
         progress.step('compare + check graph')
         data['comparisons'] = compare_all(model, training_form, deploy_cfg, inputs, samples,
                                           onnx_outputs, onnx_path, codebase)
-        data['graph'] = graph_checks(onnx_path, fused)
+        data['graph'] = graph_checks(onnx_path, fused, model=model)
         key = 'onnx_vs_training_form' if training_form is not None else 'onnx_vs_converted'
         data['checked'] = key
         failures = judge(data, key, codebase, tolerance)
         report.passed = not failures
         data['failures'] = failures
 
+        progress.step('check dynamic shapes')
+        if dynamic_axes_of(deploy_cfg):
+            data['dynamic'] = check_dynamic(model, training_form, deploy_cfg, inputs,
+                                            samples, onnx_path, codebase, tolerance)
+            failures.extend(data['dynamic']['failures'])
+        else:
+            data['dynamic'] = None  # static graph (no onnx_config.dynamic_axes)
+
         progress.step('write SDK meta')
         data['sdk'] = write_sdk(sdk, work, deploy_cfg, deploy_model_cfg, save_path)
+
+        progress.step('run SDK (mmdeploy_runtime)')
+        if data['sdk']['written'] and sdk_run:
+            reference = training_form if training_form is not None else model
+            data['sdk_check'] = check_sdk(
+                work, codebase, image_path, reference, deploy_cfg, deploy_model_cfg, inputs,
+                samples, against='training form' if training_form is not None else 'converted')
+        else:
+            data['sdk_check'] = dict(ran=False, passed=None, failures=[], note=(
+                'skipped (--no-sdk-run)' if data['sdk']['written'] else
+                f'no SDK meta: {data["sdk"]["note"]}'))
+        failures.extend(data['sdk_check']['failures'])
+        report.passed = not failures
     finally:
         progress.close()
     data['seconds'] = progress.timings

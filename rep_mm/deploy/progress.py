@@ -10,7 +10,7 @@ __all__ = ['STEPS', 'Progress']
 STEPS = ('build model', 'load weights', 'prepare input', 'convert blocks',
          'save converted checkpoint',
          'export ONNX (mmdeploy torch2onnx)', 'run onnxruntime', 'compare + check graph',
-         'write SDK meta')
+         'check dynamic shapes', 'write SDK meta', 'run SDK (mmdeploy_runtime)')
 
 
 class Progress:

@@ -1,34 +1,18 @@
-"""The ONNX side: mmdeploy's ``torch2onnx`` with the configured exporter, one onnxruntime run."""
+"""The ONNX side: mmdeploy's ``torch2onnx`` (the exporter chosen by the deploy config through
+rep_mm's ``torch.onnx.export`` rewriter, :mod:`.exporter`), one onnxruntime run."""
 from __future__ import annotations
 
-import contextlib
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Iterator, List, Tuple
+from typing import Any, List, Tuple
 
 import numpy as np
 import torch
 
 from .errors import ExportFailed
 
-__all__ = ['onnx_exporter', 'run_torch2onnx', 'run_onnxruntime']
-
-
-@contextlib.contextmanager
-def onnx_exporter(dynamo: bool) -> Iterator[None]:
-    """Make ``torch.onnx.export`` (called by mmdeploy without ``dynamo``) use ``dynamo``."""
-    original = torch.onnx.export
-
-    def export_with(*args: Any, **kwargs: Any) -> Any:
-        kwargs.setdefault('dynamo', dynamo)
-        return original(*args, **kwargs)
-
-    torch.onnx.export = export_with
-    try:
-        yield
-    finally:
-        torch.onnx.export = original
+__all__ = ['run_torch2onnx', 'run_onnxruntime']
 
 
 def run_torch2onnx(work: Path, image_path: Path, deploy_cfg: Any, model_cfg: Any,
@@ -36,22 +20,28 @@ def run_torch2onnx(work: Path, image_path: Path, deploy_cfg: Any, model_cfg: Any
                    opset: Any) -> Tuple[Path, float]:
     """``mmdeploy.apis.torch2onnx`` of ``model_cfg`` + ``checkpoint`` into ``work``.
 
-    Stale graph files of an earlier export are removed first (only reachable with
-    ``overwrite``). Returns the graph's path and the seconds torch2onnx took; raises
-    :class:`ExportFailed` naming the ``exporter`` and ``opset`` tried.
+    The exporter is the deploy config's (``onnx_config.dynamo``, default False: TorchScript);
+    ``dynamo`` only names it in messages. Stale graph files of an earlier export are removed
+    first (only reachable with ``overwrite``). Returns the graph's path and the seconds
+    torch2onnx took; raises :class:`ExportFailed` naming the ``exporter`` and ``opset`` tried.
     """
     from mmdeploy.apis import torch2onnx
+
+    from .exporter import ensure_registered
+    ensure_registered()  # mmdeploy's RewriterContext passes the config's `dynamo` on
     onnx_name = deploy_cfg.onnx_config.save_file
     for stale in (work / onnx_name, work / f'{onnx_name}.data'):
         if stale.exists():  # only with overwrite (checked above)
             stale.unlink()
     start = time.perf_counter()
     try:
-        with onnx_exporter(dynamo), warnings.catch_warnings():
+        with warnings.catch_warnings():
             # the tracer's notes on mmdeploy's shape arithmetic: expected, static shapes
             warnings.simplefilter('ignore', torch.jit.TracerWarning)
             torch2onnx(str(image_path), str(work), onnx_name, deploy_cfg,
                        model_cfg, model_checkpoint=checkpoint, device='cpu')
+    except ExportFailed:
+        raise  # already says what failed and what works (the exporter rewriter)
     except Exception as error:  # noqa: BLE001 - re-raised with what was tried
         first = str(error).strip().splitlines()[0] if str(error).strip() else ''
         raise ExportFailed(

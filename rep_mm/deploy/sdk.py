@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Dict
 
@@ -21,13 +22,29 @@ def write_sdk(enabled: bool, work: Path, deploy_cfg: Any, model_cfg: Any,
     except Exception as error:  # noqa: BLE001 - reported, the export itself is fine
         return dict(written=False, note=f'export2SDK failed: {type(error).__name__}: {error}')
     files = [name for name in SDK_FILES if (work / name).is_file()]
-    # mmdeploy names the model after cfg.model.type: give the real one, not the builder's
-    meta_path = work / 'deploy.json'
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        real_name = model_cfg.model.model_type.split('.')[-1].lower()
-        for entry in meta.get('models', []):
-            if entry.get('name') == 'rep_mm.reparameterizedmodel':
-                entry['name'] = real_name
-        meta_path.write_text(json.dumps(meta, indent=4) + '\n')
+    # mmdeploy names the model after cfg.model.type: give the real one, not the builder's, in
+    # deploy.json AND in pipeline.json's Net task (the SDK looks the one up by the other)
+    real_name = model_cfg.model.model_type.split('.')[-1].lower()
+    for name in ('deploy.json', 'pipeline.json'):
+        path = work / name
+        if path.is_file():
+            meta = json.loads(path.read_text())
+            if _rename(meta, 'rep_mm.reparameterizedmodel', real_name):
+                tmp = path.with_name(path.name + '.tmp')
+                tmp.write_text(json.dumps(meta, indent=4) + '\n')
+                os.replace(tmp, path)
     return dict(written=len(files) == 3, files=files, note='')
+
+
+def _rename(node: Any, old: str, new: str) -> bool:
+    """Replace every ``"name": old`` in the nested JSON ``node`` by ``new``; True if any."""
+    changed = False
+    if isinstance(node, dict):
+        if node.get('name') == old:
+            node['name'], changed = new, True
+        for value in node.values():
+            changed = _rename(value, old, new) or changed
+    elif isinstance(node, list):
+        for value in node:
+            changed = _rename(value, old, new) or changed
+    return changed
