@@ -12,15 +12,21 @@
    times them side by side (images/s, median of repeats), counts parameters and left-over
    training-time blocks;
 5. saves the converted checkpoint atomically, reloads it strictly into a ``deploy=True`` model,
-   prints a table and writes ``summary.json``;
+   draws held-out digits with both forms' predictions (``predictions_digits.png``) and writes
+   ``summary.json``;
 6. then the segmentation part (:mod:`rep_mm.demo_seg`): PSPNet with a RepVGG backbone learns
    generated digit scenes, is tested in both forms, writes ``summary_seg.json``;
 7. then the RepOptimizer part (:mod:`rep_mm.demo_repopt`): a Hyper-Search run, its scales
    extracted, a plain RepOpt-VGG trained with RepOptSGD from them (``repopt_summary.json``).
    ``--parts cls,seg`` (etc.) runs a subset.
 
-The exit status is 0 when, in every part run, the two accuracies are identical, no block is left unconverted, the
-reloaded checkpoint reproduces the converted model and (full run) top-1 >= 90%.
+While it runs, each part shows one progress line on stderr (:mod:`rep_mm.demo_progress`); the
+mm Runners log to files in their work dirs, warnings to ``WORK_DIR/<part>.log``. At the end one
+table compares the training-time and converted forms of every part (:mod:`rep_mm.demo_report`)
+and names the pictures, summaries and logs; a failed part names the log to read.
+
+The exit status is 0 when, in every part run, the two accuracies are identical, no block is left
+unconverted, the reloaded checkpoint reproduces the converted model and (full run) top-1 >= 90%.
 """
 from __future__ import annotations
 
@@ -29,57 +35,29 @@ import copy
 import os.path as osp
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from rep_mm.demo_utils import (build_runner, count_parameters, evaluate_checkpoint,
-                               leftover_training_blocks, median_throughput, side_by_side,
-                               unwrap_model, write_json_atomic)
+from rep_mm import demo_repopt, demo_seg
+from rep_mm.demo_compare import FormComparison, compare_forms, train_to_checkpoint
+from rep_mm.demo_progress import DemoPart, planned_iterations
+from rep_mm.demo_report import Row, format_seconds, render_table, short_path
+from rep_mm.demo_utils import (QUICK_TEST_IMAGES, QUICK_TRAIN_IMAGES, digits_demo_config,
+                               write_json_atomic)
 
-__all__ = ['run_classification_demo', 'digits_demo_config', 'main', 'DEFAULT_CONFIG',
-           'TARGET_TOP1']
+__all__ = ['run_classification_demo', 'digits_demo_config', 'classification_rows', 'main',
+           'DEFAULT_CONFIG', 'TARGET_TOP1']
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = REPO_ROOT / 'configs' / 'repvgg' / 'repvgg-tiny_1xb32_digits.py'
 TARGET_TOP1 = 90.0
-QUICK_TRAIN_IMAGES = 64  # --quick: 2 iterations per epoch at batch 32
-QUICK_TEST_IMAGES = 128  # --quick: 2 test batches of 64
 CHECKPOINT_NAME = 'repvgg-tiny_digits_deploy.pth'
 SUMMARY_NAME = 'summary.json'
-
-
-# ------------------------------------------------------------------------------- the runs
-def _spread(total: int, count: int) -> List[int]:
-    """``count`` indices spread evenly over ``range(total)`` (the folder tree is class-sorted,
-    so this takes every class, unlike the first ``count``)."""
-    count = min(count, total)
-    return [i * total // count for i in range(count)]
-
-
-def digits_demo_config(config: Path, data_root: str, work_dir: str, quick: bool,
-                       counts: dict):
-    """The digits config pointed at ``data_root`` (and shrunk for ``quick``)."""
-    from mmengine.config import Config
-    cfg = Config.fromfile(str(config))
-    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
-        cfg[key]['dataset']['data_root'] = data_root
-    cfg.data_root = data_root
-    cfg.work_dir = work_dir
-    cfg.launcher = 'none'
-    if quick:
-        cfg.train_dataloader.dataset.indices = _spread(counts['train'], QUICK_TRAIN_IMAGES)
-        for key in ('val_dataloader', 'test_dataloader'):
-            cfg[key]['dataset']['indices'] = _spread(counts['test'], QUICK_TEST_IMAGES)
-        cfg.default_hooks.logger.interval = 1
-    return cfg
-
-
-def _test(cfg, checkpoint: str, work_dir: str, name: str, deploy: bool):
-    """``(top-1, runner)`` of a fresh Runner testing ``checkpoint`` (converted if ``deploy``)."""
-    return evaluate_checkpoint(cfg, checkpoint, work_dir, name, deploy, metric='accuracy/top1')
+FIGURE_NAME = 'predictions_digits.png'
 
 
 # ------------------------------------------------------------------------- measurements
@@ -112,9 +90,27 @@ def _save_and_reload(deploy_model: nn.Module, cfg, path: str, meta: dict,
     return (_logits(rebuilt, dataloader) - reference).abs().max().item()
 
 
+def _draw_digits(forms: FormComparison, path: str, caption: str) -> str:
+    """Held-out digits with both forms' predictions (wrong / disagreeing ones first)."""
+    from rep_mm.demo_plots import choose_digits, plot_digit_predictions
+    dataset = forms.dataloader.dataset
+    labels = [int(label) for label in dataset.get_gt_labels()]
+    predicted = {form: forms.logits[form].argmax(1).tolist() for form in forms.logits}
+    shown = choose_digits(labels, predicted['train'], predicted['deploy'])
+    images = [dataset[i]['inputs'][0].numpy() for i in shown]
+    return plot_digit_predictions(images, [labels[i] for i in shown],
+                                  [predicted['train'][i] for i in shown],
+                                  [predicted['deploy'][i] for i in shown], path, caption)
+
+
+# ------------------------------------------------------------------------------- the part
 def run_classification_demo(work_dir: str, quick: bool = False, data_dir: Optional[str] = None,
-                            config: Path = DEFAULT_CONFIG) -> dict:
-    """Train, test in both forms, compare, save; return the summary (see module docstring)."""
+                            config: Path = DEFAULT_CONFIG,
+                            part: Optional[DemoPart] = None) -> dict:
+    """Train, test in both forms, compare, save, draw; return the summary (module docstring).
+
+    ``part`` shows progress and takes the logs (default: a new ``DemoPart('cls', work_dir)``).
+    """
     import rep_mm
     from rep_mm.datasets import prepare_digits
     if not Path(config).is_file():
@@ -122,121 +118,150 @@ def run_classification_demo(work_dir: str, quick: bool = False, data_dir: Option
                                 f'checkout of rep_mm (pip install -e .) or give --config')
     work_dir = osp.abspath(work_dir)
     data_dir = osp.abspath(data_dir or osp.join(work_dir, 'data', 'digits'))
-    started = time.perf_counter()
-    digits = prepare_digits(data_dir, size=32, seed=0)
-
-    cfg = digits_demo_config(Path(config), data_dir, osp.join(work_dir, 'train'), quick,
-                             digits['counts'])
-    train_runner = build_runner(cfg, 'demo_train')
-    train_started = time.perf_counter()
-    train_runner.train()
-    train_seconds = time.perf_counter() - train_started
-    checkpoint = osp.join(cfg.work_dir, f'epoch_{train_runner.max_epochs}.pth')
-    del train_runner
-
-    top1_train, train_test_runner = _test(cfg, checkpoint, osp.join(work_dir, 'test_train'),
-                                          'demo_test_train', deploy=False)
-    top1_deploy, deploy_test_runner = _test(cfg, checkpoint, osp.join(work_dir, 'test_deploy'),
-                                            'demo_test_deploy', deploy=True)
-    train_model = unwrap_model(train_test_runner.model)
-    deploy_model = unwrap_model(deploy_test_runner.model)
-    hook = next(h for h in deploy_test_runner.hooks if type(h).__name__ == 'ReparameterizeHook')
-    dataloader = deploy_test_runner.test_loop.dataloader
-
-    logits_train, logits_deploy = _logits(train_model, dataloader), _logits(deploy_model,
-                                                                            dataloader)
-    max_abs = (logits_train - logits_deploy).abs().max().item()
-    max_rel = max_abs / logits_train.abs().max().item()
-    same_predictions = int((logits_train.argmax(1) == logits_deploy.argmax(1)).sum())
-
-    batch = next(iter(dataloader))
-    inputs = deploy_model.data_preprocessor(batch, False)['inputs']
-    rates = median_throughput({'train': train_model, 'deploy': deploy_model}, inputs,
-                        repeats=3 if quick else 7, passes=1 if quick else 5)
-
-    out_path = osp.join(work_dir, CHECKPOINT_NAME)
-    meta = dict(config=str(config), source_checkpoint=checkpoint, deploy=True,
-                top1=top1_deploy, rep_mm_version=rep_mm.__version__, quick=quick)
-    reload_max_abs = _save_and_reload(deploy_model, cfg, out_path, meta, logits_deploy,
-                                      dataloader)
-    leftovers = leftover_training_blocks(deploy_model)
-    summary = dict(
-        quick=quick, config=str(config), data_dir=data_dir,
-        train_images=(QUICK_TRAIN_IMAGES if quick else digits['counts']['train']),
-        test_images=int(len(logits_train)), epochs=int(cfg.train_cfg.max_epochs),
-        train_seconds=round(train_seconds, 2),
-        top1=dict(train=top1_train, deploy=top1_deploy),
-        top1_identical=top1_train == top1_deploy,
-        same_predictions=same_predictions,
-        images_per_second=dict(train=rates['train'], deploy=rates['deploy'],
-                               batch=int(len(inputs))),
-        speedup=rates['deploy'] / rates['train'],
-        params=dict(train=count_parameters(train_model), deploy=count_parameters(deploy_model)),
-        max_abs_logit_diff=max_abs, max_rel_logit_diff=max_rel,
-        converted_blocks=len(hook.last_report.converted) if hook.last_report else 0,
-        hook_check=hook.last_check,
-        reload_max_abs_diff=reload_max_abs,
-        checkpoint=out_path, train_checkpoint=checkpoint,
-        target_top1=TARGET_TOP1, total_seconds=None, **leftovers)
-    summary['ok'] = bool(summary['top1_identical'] and leftovers['unconverted_blocks'] == 0
-                         and reload_max_abs == 0.0
-                         and (quick or top1_deploy >= TARGET_TOP1))
-    summary['total_seconds'] = round(time.perf_counter() - started, 2)
+    with DemoPart.use(part, 'cls', work_dir) as part:
+        part.phase('prepare the digits')
+        digits = prepare_digits(data_dir, size=32, seed=0)
+        cfg = digits_demo_config(Path(config), data_dir, osp.join(work_dir, 'train'), quick,
+                                 digits['counts'])
+        train_images = QUICK_TRAIN_IMAGES if quick else digits['counts']['train']
+        test_images = QUICK_TEST_IMAGES if quick else digits['counts']['test']
+        part.plan(planned_iterations(cfg, train_images, test_images, tests=2))
+        _, train_seconds, checkpoint = train_to_checkpoint(part, cfg, 'demo_train')
+        forms = compare_forms(part, cfg, checkpoint, work_dir, '', _logits, quick)
+        top1 = {form: metrics['accuracy/top1'] for form, metrics in forms.metrics.items()}
+        part.phase('save, reload and draw the converted model')
+        out_path = osp.join(work_dir, CHECKPOINT_NAME)
+        meta = dict(config=str(config), source_checkpoint=checkpoint, deploy=True,
+                    top1=top1['deploy'], rep_mm_version=rep_mm.__version__, quick=quick)
+        reload_max_abs = _save_and_reload(forms.models['deploy'], cfg, out_path, meta,
+                                          forms.logits['deploy'], forms.dataloader)
+        figure = _draw_digits(forms, osp.join(work_dir, FIGURE_NAME),
+                              f'RepVGG on held-out digits: top-1 {top1["train"]:.2f} % '
+                              f'training-time, {top1["deploy"]:.2f} % converted')
+        summary = dict(
+            quick=quick, config=str(config), data_dir=data_dir, train_images=train_images,
+            test_images=int(len(forms.logits['train'])), epochs=int(cfg.train_cfg.max_epochs),
+            train_seconds=round(train_seconds, 2), top1=top1,
+            top1_identical=top1['train'] == top1['deploy'],
+            same_predictions=int((forms.logits['train'].argmax(1) ==
+                                  forms.logits['deploy'].argmax(1)).sum()),
+            reload_max_abs_diff=reload_max_abs, checkpoint=out_path, train_checkpoint=checkpoint,
+            figure=figure, target_top1=TARGET_TOP1, **forms.summary)
+    summary['ok'] = bool(summary['top1_identical'] and summary['unconverted_blocks'] == 0
+                         and reload_max_abs == 0.0 and (quick or top1['deploy'] >= TARGET_TOP1))
+    summary.update(total_seconds=round(part.elapsed, 2),
+                   log_files=[part.log_file] + part.runner_logs)
     return summary
 
 
 # ------------------------------------------------------------------------------- output
+def classification_rows(summary: dict) -> List[Row]:
+    """The classification part's rows of the closing table."""
+    rate, params, top1 = summary['images_per_second'], summary['params'], summary['top1']
+    return [
+        ('classification', f"RepVGG tiny arch, {summary['converted_blocks']} blocks",
+         f"{top1['train']:.2f} % top-1", f"{top1['deploy']:.2f} % top-1"),
+        (f"{summary['test_images']} test digits", f"images/s (batch {rate['batch']}, median)",
+         f"{rate['train']:,.0f}", f"{rate['deploy']:,.0f} ({summary['speedup']:.2f}x)"),
+        (f"{summary['epochs']} epochs, {format_seconds(summary['total_seconds'])}",
+         'parameters', f"{params['train']:,}", f"{params['deploy']:,}"),
+        ('', 'max |logit difference|', '', f"{summary['max_abs_logit_diff']:.2g} (relative "
+         f"{summary['max_rel_logit_diff']:.2g})"),
+        ('', 'same prediction', '', f"{summary['same_predictions']}/{summary['test_images']}"),
+    ]
+
+
+def classification_notes(summary: dict) -> List[str]:
+    """Closing lines of the classification part: the converted checkpoint and the picture."""
+    return [f"converted checkpoint: {short_path(summary['checkpoint'])} (strict reload into "
+            f"deploy=True: max diff {summary['reload_max_abs_diff']:.2g})"]
+
+
 def format_table(summary: dict) -> str:
-    """The final side-by-side table of the training-time and the converted model."""
-    rows = [
-        ('top-1 accuracy (%)', f"{summary['top1']['train']:.2f}",
-         f"{summary['top1']['deploy']:.2f}"),
-        (f"throughput (img/s, batch {summary['images_per_second']['batch']})",
-         f"{summary['images_per_second']['train']:.0f}",
-         f"{summary['images_per_second']['deploy']:.0f}"),
-        ('parameters', f"{summary['params']['train']:,}", f"{summary['params']['deploy']:,}"),
-    ]
-    lines = side_by_side(rows) + [
-        f"max |logit difference| on {summary['test_images']} test images: "
-        f"{summary['max_abs_logit_diff']:.3g} (relative {summary['max_rel_logit_diff']:.3g}); "
-        f"same prediction on {summary['same_predictions']}/{summary['test_images']}",
-        f"speed-up {summary['speedup']:.2f}x; blocks converted {summary['converted_blocks']}, "
-        f"left unconverted {summary['unconverted_blocks']}",
-        f"converted checkpoint: {summary['checkpoint']} (reloaded strictly into a deploy=True "
-        f"model: max diff {summary['reload_max_abs_diff']:.3g})",
-    ]
-    return '\n'.join(lines)
-
-
-PARTS = ('cls', 'seg', 'repopt')
+    """The classification part alone: its table rows and notes."""
+    return '\n'.join(render_table(classification_rows(summary)) + classification_notes(summary))
 
 
 def _classification_failure(summary: dict, quick: bool) -> str:
-    return ('accuracies differ; ' if not summary['top1_identical'] else '') + (
-        f"{summary['unconverted_blocks']} block(s) unconverted; "
-        if summary['unconverted_blocks'] else '') + (
-        'reloaded checkpoint differs; ' if summary['reload_max_abs_diff'] else '') + (
-        f'top-1 below {TARGET_TOP1}%' if not quick
-        and summary['top1']['deploy'] < TARGET_TOP1 else '')
+    reasons = [('accuracies differ', not summary['top1_identical']),
+               (f"{summary['unconverted_blocks']} block(s) unconverted",
+                summary['unconverted_blocks']),
+               ('reloaded checkpoint differs', summary['reload_max_abs_diff']),
+               (f'top-1 below {TARGET_TOP1}%',
+                not quick and summary['top1']['deploy'] < TARGET_TOP1)]
+    return '; '.join(reason for reason, failed in reasons if failed)
 
 
-def _run_part(part: str, work_dir: str, args: argparse.Namespace) -> Tuple[str, dict, str, str]:
-    """Run one part of the demo: ``(summary file name, summary, table, failure message)``."""
-    if part == 'cls':
-        summary = run_classification_demo(work_dir, quick=args.quick, data_dir=args.data_dir,
-                                          config=Path(args.config))
-        return (SUMMARY_NAME, summary, format_table(summary),
-                'classification: ' + _classification_failure(summary, args.quick))
-    if part == 'seg':
-        from rep_mm import demo_seg
-        summary = demo_seg.run_segmentation_demo(work_dir, quick=args.quick)
-        return (demo_seg.SUMMARY_NAME, summary, demo_seg.format_seg_table(summary),
-                'segmentation: mIoU of the two forms differ, blocks left unconverted or mIoU '
-                f"below {summary['target_miou']}")
-    from rep_mm import demo_repopt
-    summary = demo_repopt.run_repopt_demo(work_dir, quick=args.quick, data_dir=args.data_dir)
-    return (demo_repopt.SUMMARY_NAME, summary, demo_repopt.format_repopt_table(summary),
-            'repopt: the target model did not train with RepOptSGD grad mults on every block')
+@dataclass(frozen=True)
+class PartSpec:
+    """How ``main`` runs one part and reports it."""
+
+    title: str
+    summary_name: str
+    run: Callable[[str, argparse.Namespace, DemoPart], dict]
+    rows: Callable[[dict], List[Row]]
+    notes: Callable[[dict], List[str]]
+    failure: Callable[[dict, bool], str]
+
+
+PART_SPECS = {
+    'cls': PartSpec('classification', SUMMARY_NAME,
+                    lambda work_dir, args, part: run_classification_demo(
+                        work_dir, quick=args.quick, data_dir=args.data_dir,
+                        config=Path(args.config), part=part),
+                    classification_rows, classification_notes, _classification_failure),
+    'seg': PartSpec('segmentation', demo_seg.SUMMARY_NAME,
+                    lambda work_dir, args, part: demo_seg.run_segmentation_demo(
+                        work_dir, quick=args.quick, part=part),
+                    demo_seg.segmentation_rows, demo_seg.segmentation_notes,
+                    demo_seg.segmentation_failure),
+    'repopt': PartSpec('RepOptimizer', demo_repopt.SUMMARY_NAME,
+                       lambda work_dir, args, part: demo_repopt.run_repopt_demo(
+                           work_dir, quick=args.quick, data_dir=args.data_dir, part=part),
+                       demo_repopt.repopt_rows, demo_repopt.repopt_notes,
+                       demo_repopt.repopt_failure),
+}
+PARTS = tuple(PART_SPECS)
+
+
+def _run_part(key: str, work_dir: str, args: argparse.Namespace):
+    """Run one part in its own :class:`DemoPart`: ``(summary or None, failure or None, part)``;
+    an exception is reported with the log to read, and the next part still runs."""
+    spec = PART_SPECS[key]
+    part = DemoPart(key, work_dir)
+    try:
+        with part:
+            summary = spec.run(work_dir, args, part)
+            write_json_atomic(summary, osp.join(work_dir, spec.summary_name))
+    except Exception as error:  # noqa: BLE001  (its traceback is in part.log_file)
+        message = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        return None, (f'{spec.title}: {type(error).__name__}: {message}; '
+                      f'{part.where_to_look()}'), part
+    if summary['ok']:
+        return summary, None, part
+    return summary, (f'{spec.title}: {spec.failure(summary, args.quick)}; '
+                     f'{part.where_to_look()}'), part
+
+
+def _closing_lines(results: dict, work_dir: str) -> List[str]:
+    """The closing table of every part that finished, then where its files are."""
+    rows, notes, pictures, summaries, logs = [], [], [], [], []
+    for key, (summary, part) in results.items():
+        logs.append(short_path(part.log_file))
+        if summary is None:
+            continue
+        spec = PART_SPECS[key]
+        rows += spec.rows(summary)
+        notes += spec.notes(summary)
+        pictures += [short_path(summary['figure'])] if summary.get('figure') else []
+        summaries.append(short_path(osp.join(work_dir, spec.summary_name)))
+    lines = [''] + render_table(rows) + [''] + notes
+    if pictures:
+        lines.append('predictions drawn (training-time vs converted): ' + ', '.join(pictures))
+    if summaries:
+        lines.append('summaries: ' + ', '.join(summaries))
+    lines.append(f"logs: {', '.join(logs)} (and each Runner's <work dir>/<time>/<time>.log)")
+    return lines
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -244,7 +269,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog='python -m rep_mm.demo',
                                      description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo',
-                        help='outputs: logs, checkpoints, summary.json (default work_dirs/demo)')
+                        help='outputs: logs, checkpoints, pictures, summary*.json '
+                        '(default work_dirs/demo)')
     parser.add_argument('--quick', action='store_true',
                         help=f'train on {QUICK_TRAIN_IMAGES} images, test on {QUICK_TEST_IMAGES} '
                         f'(seconds; for tests)')
@@ -253,28 +279,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--config', default=str(DEFAULT_CONFIG),
                         help='mmpretrain config to train (default: the digits RepVGG config)')
     parser.add_argument('--parts', default=','.join(PARTS),
-                        help='comma-separated parts to run: cls (RepVGG classification on digits), '
-                        'seg (PSPNet-RepVGG on digit scenes; rep_mm.demo_seg), repopt (Hyper-Search '
-                        '-> scales -> RepOpt-VGG with RepOptSGD; rep_mm.demo_repopt). '
-                        'Default: all three')
+                        help='comma-separated parts to run: cls (RepVGG classification on '
+                        'digits), seg (PSPNet-RepVGG on digit scenes; rep_mm.demo_seg), repopt '
+                        '(Hyper-Search -> scales -> RepOpt-VGG with RepOptSGD; '
+                        'rep_mm.demo_repopt). Default: all three')
     args = parser.parse_args(argv)
     parts = [p.strip() for p in args.parts.split(',') if p.strip()]
     unknown = sorted(set(parts) - set(PARTS))
     if unknown or not parts:
-        parser.error(f"--parts: unknown part(s) {unknown or args.parts!r}; allowed: {', '.join(PARTS)}")
+        parser.error(f"--parts: unknown part(s) {unknown or args.parts!r}; "
+                     f"allowed: {', '.join(PARTS)}")
+    if 'cls' in parts and not Path(args.config).is_file():
+        parser.error(f'--config: {args.config} not found')
     work_dir = osp.abspath(args.work_dir)
-    failures = []
-    for part in parts:
-        summary_name, summary, table, failure = _run_part(part, work_dir, args)
-        path = osp.join(work_dir, summary_name)
-        write_json_atomic(summary, path)
-        print('\n' + table)
-        print(f'summary: {path}')
-        if not summary['ok']:
-            failures.append(failure)
-    for failure in failures:
-        print('DEMO FAILED: ' + failure, file=sys.stderr)
-    return 1 if failures else 0
+    started = time.perf_counter()
+    results, failures = {}, []
+    for key in parts:
+        summary, failure, part = _run_part(key, work_dir, args)
+        results[key] = (summary, part)
+        failures += [failure] if failure else []
+    print('\n'.join(_closing_lines(results, work_dir)))
+    elapsed = format_seconds(time.perf_counter() - started)
+    if failures:
+        for failure in failures:
+            print('DEMO FAILED: ' + failure, file=sys.stderr)
+        return 1
+    print(f"demo passed: {', '.join(PART_SPECS[key].title for key in parts)} in {elapsed}")
+    return 0
 
 
 if __name__ == '__main__':

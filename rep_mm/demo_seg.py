@@ -11,7 +11,10 @@
 3. tests the training-form checkpoint twice with fresh Runners: as is, and converted in place by
    the hook before the test loop -- two separate evaluations whose mIoU must be identical;
 4. compares the two models' logits on every val scene (max abs / relative difference, pixels
-   with the same predicted class) and times both (images/s, median of repeats).
+   with the same predicted class) and times both (images/s, median of repeats)
+   (:func:`rep_mm.demo_compare.compare_forms`);
+5. draws a few val scenes: input, ground truth, training-time and converted masks
+   (``predictions_scenes.png``).
 
 ``quick=True`` (for tests): 48 / 16 scenes, 4 iterations at batch 4; only the identity of the
 two evaluations is checked, not the mIoU.
@@ -19,21 +22,21 @@ two evaluations is checked, not the mIoU.
 from __future__ import annotations
 
 import argparse
-import json
 import os.path as osp
 import sys
-import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import torch
 from torch import nn
 
-from rep_mm.demo_utils import (build_runner, count_parameters, evaluate_checkpoint,
-                               leftover_training_blocks, median_throughput, side_by_side,
-                               unwrap_model, write_json_atomic)
+from rep_mm.demo_compare import FormComparison, compare_forms, train_to_checkpoint
+from rep_mm.demo_progress import DemoPart, planned_iterations
+from rep_mm.demo_report import Row, format_seconds, render_table, short_path
+from rep_mm.demo_utils import write_json_atomic
 
-__all__ = ['run_segmentation_demo', 'format_seg_table', 'main', 'DEFAULT_SEG_CONFIG',
+__all__ = ['run_segmentation_demo', 'format_seg_table', 'segmentation_rows',
+           'segmentation_notes', 'segmentation_failure', 'main', 'DEFAULT_SEG_CONFIG',
            'TARGET_MIOU', 'BACKGROUND_ONLY_MIOU']
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -45,6 +48,7 @@ FULL_SCENES = dict(num_train=2000, num_val=200)
 QUICK_SCENES = dict(num_train=48, num_val=16)
 FULL_ITERS, QUICK_ITERS = 1000, 4
 SUMMARY_NAME = 'summary_seg.json'
+FIGURE_NAME = 'predictions_scenes.png'
 
 
 def _seg_config(config: Path, data_root: str, work_dir: str, iters: int, quick: bool):
@@ -71,11 +75,6 @@ def _seg_config(config: Path, data_root: str, work_dir: str, iters: int, quick: 
     return cfg
 
 
-def _test(cfg, checkpoint: str, work_dir: str, name: str, deploy: bool):
-    """``(metrics, runner)`` of a fresh Runner testing ``checkpoint`` (converted if ``deploy``)."""
-    return evaluate_checkpoint(cfg, checkpoint, work_dir, name, deploy)
-
-
 @torch.no_grad()
 def _seg_logits(model: nn.Module, dataloader) -> torch.Tensor:
     """Per-pixel class logits on every batch, concatenated (eval mode).
@@ -94,17 +93,47 @@ def _seg_logits(model: nn.Module, dataloader) -> torch.Tensor:
     return torch.cat(outputs)
 
 
+
+
+def _pixel_agreement(logits_train: torch.Tensor, logits_deploy: torch.Tensor,
+                     max_abs: float) -> dict:
+    """Pixels with the same arg-max class; a pixel whose two best classes are closer than
+    twice the logit difference is *tied* (rounding may flip it), every other one *decided*."""
+    same = logits_train.argmax(1) == logits_deploy.argmax(1)
+    top2 = logits_train.topk(2, dim=1).values
+    decided = (top2[:, 0] - top2[:, 1]) > 2 * max_abs
+    return dict(pixels=int(same.numel()), same_pixels=int(same.sum()),
+                tied_pixels=int((~decided).sum()),
+                differing_decided_pixels=int((~same & decided).sum()))
+
+
+def _draw_scenes(forms: FormComparison, path: str, caption: str) -> str:
+    """The first val scenes: input, ground truth, training-time and converted masks."""
+    from rep_mm.demo_plots import SCENES_SHOWN, plot_scene_predictions
+    dataset = forms.dataloader.dataset
+    samples = [dataset[i] for i in range(min(SCENES_SHOWN, len(dataset)))]
+    masks = {form: logits[:len(samples)].argmax(1).numpy()
+             for form, logits in forms.logits.items()}
+    return plot_scene_predictions(
+        [sample['inputs'][0].numpy() for sample in samples],
+        [sample['data_samples'].gt_sem_seg.data[0].numpy() for sample in samples],
+        masks['train'], masks['deploy'], dataset.metainfo['palette'],
+        dataset.metainfo['classes'], path, caption)
+
+
 def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional[str] = None,
-                          config: Path = DEFAULT_SEG_CONFIG, iters: Optional[int] = None) -> dict:
-    """Train PSPNet-RepVGG on digit scenes, test both forms, compare; return the summary.
+                          config: Path = DEFAULT_SEG_CONFIG, iters: Optional[int] = None,
+                          part: Optional[DemoPart] = None) -> dict:
+    """Train PSPNet-RepVGG on digit scenes, test both forms, compare, draw; return the summary.
 
     Args:
-        work_dir (str): where data (unless ``data_dir``), checkpoints and logs go.
+        work_dir (str): where data (unless ``data_dir``), checkpoints, logs and the picture go.
         quick (bool): tiny data and 4 iterations; checks identity only. Default False.
         data_dir (str, optional): where the scenes are written / reused.
             Default ``work_dir/data/digit_scenes`` (``..._quick`` in quick mode).
         config (Path): the mmseg digit-scene config. Default :data:`DEFAULT_SEG_CONFIG`.
         iters (int, optional): training iterations. Default 1,000 (4 when quick).
+        part (DemoPart, optional): progress and logs. Default ``DemoPart('seg', work_dir)``.
 
     Returns:
         dict: ``miou`` (train / deploy), ``miou_identical``, ``metrics`` of both runs,
@@ -113,12 +142,12 @@ def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional
         be 0), ``max_abs_logit_diff``, ``max_rel_logit_diff``,
         ``images_per_second`` (train / deploy / batch), ``speedup``, ``params``,
         ``train_seconds``, ``converted_blocks``, ``unconverted_blocks``, ``hook_check``,
-        ``target_miou``, ``background_only_miou`` and ``ok`` (identical metrics, nothing left
-        unconverted and, in a full run, mIoU >= :data:`TARGET_MIOU`).
+        ``target_miou``, ``background_only_miou``, ``figure``, ``log_files`` and ``ok``
+        (identical metrics, nothing left unconverted and, in a full run, mIoU >=
+        :data:`TARGET_MIOU`).
     """
     import rep_mm  # noqa: F401  (registers rep_mm's modules)
     from rep_mm.datasets import prepare_digit_scenes
-    from rep_mm.checkpoint import runner_allow_list
     if not Path(config).is_file():
         raise FileNotFoundError(f'segmentation demo config {config} not found; the demo runs '
                                 'from a source checkout of rep_mm (pip install -e .)')
@@ -129,83 +158,72 @@ def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional
     scenes = QUICK_SCENES if quick else FULL_SCENES
     data_dir = osp.abspath(data_dir or osp.join(
         work_dir, 'data', 'digit_scenes_quick' if quick else 'digit_scenes'))
-    started = time.perf_counter()
-    manifest = prepare_digit_scenes(data_dir, size=64, seed=0, **scenes)
-
-    cfg = _seg_config(Path(config), data_dir, osp.join(work_dir, 'seg_train'), iters, quick)
-    train_runner = build_runner(cfg, 'demo_seg_train')
-    train_started = time.perf_counter()
-    with runner_allow_list():
-        train_runner.train()
-    train_seconds = time.perf_counter() - train_started
-    checkpoint = osp.join(cfg.work_dir, f'iter_{iters}.pth')
-    del train_runner
-
-    metrics_train, train_test_runner = _test(cfg, checkpoint, osp.join(work_dir, 'seg_test_train'),
-                                             'demo_seg_test_train', deploy=False)
-    metrics_deploy, deploy_test_runner = _test(
-        cfg, checkpoint, osp.join(work_dir, 'seg_test_deploy'), 'demo_seg_test_deploy',
-        deploy=True)
-    train_model = unwrap_model(train_test_runner.model)
-    deploy_model = unwrap_model(deploy_test_runner.model)
-    hook = next(h for h in deploy_test_runner.hooks if type(h).__name__ == 'ReparameterizeHook')
-    dataloader = deploy_test_runner.test_loop.dataloader
-
-    logits_train = _seg_logits(train_model, dataloader)
-    logits_deploy = _seg_logits(deploy_model, dataloader)
-    max_abs = (logits_train - logits_deploy).abs().max().item()
-    same = logits_train.argmax(1) == logits_deploy.argmax(1)
-    # a pixel whose two best classes are closer than the logit difference may flip by rounding
-    top2 = logits_train.topk(2, dim=1).values
-    decided = (top2[:, 0] - top2[:, 1]) > 2 * max_abs
-    same_pixels = int(same.sum())
-    batch = next(iter(dataloader))
-    inputs = deploy_model.data_preprocessor(batch, False)['inputs']
-    rates = median_throughput({'train': train_model, 'deploy': deploy_model}, inputs,
-                        repeats=3 if quick else 7, passes=1 if quick else 5)
-    leftovers = leftover_training_blocks(deploy_model)
-    summary = dict(
-        quick=quick, config=str(config), data_dir=data_dir, iters=iters,
-        train_scenes=manifest['splits']['train']['scenes'],
-        val_scenes=manifest['splits']['val']['scenes'],
-        train_seconds=round(train_seconds, 2),
-        miou=dict(train=metrics_train['mIoU'], deploy=metrics_deploy['mIoU']),
-        metrics=dict(train=metrics_train, deploy=metrics_deploy),
-        miou_identical=metrics_train == metrics_deploy,
-        pixels=int(logits_train.argmax(1).numel()), same_pixels=same_pixels,
-        tied_pixels=int((~decided).sum()), differing_decided_pixels=int((~same & decided).sum()),
-        max_abs_logit_diff=max_abs,
-        max_rel_logit_diff=max_abs / logits_train.abs().max().item(),
-        images_per_second=dict(train=rates['train'], deploy=rates['deploy'],
-                               batch=int(len(inputs))),
-        speedup=rates['deploy'] / rates['train'],
-        params=dict(train=count_parameters(train_model), deploy=count_parameters(deploy_model)),
-        converted_blocks=len(hook.last_report.converted) if hook.last_report else 0,
-        hook_check=hook.last_check, checkpoint=checkpoint,
-        target_miou=TARGET_MIOU, background_only_miou=BACKGROUND_ONLY_MIOU, **leftovers)
-    summary['ok'] = bool(summary['miou_identical'] and leftovers['unconverted_blocks'] == 0
-                         and (quick or summary['miou']['deploy'] >= TARGET_MIOU))
-    summary['total_seconds'] = round(time.perf_counter() - started, 2)
+    with DemoPart.use(part, 'seg', work_dir) as part:
+        part.phase('prepare the digit scenes')
+        manifest = prepare_digit_scenes(data_dir, size=64, seed=0, **scenes)
+        cfg = _seg_config(Path(config), data_dir, osp.join(work_dir, 'seg_train'), iters, quick)
+        part.plan(planned_iterations(cfg, scenes['num_train'], scenes['num_val'], tests=2))
+        _, train_seconds, checkpoint = train_to_checkpoint(part, cfg, 'demo_seg_train')
+        forms = compare_forms(part, cfg, checkpoint, work_dir, 'seg_', _seg_logits, quick)
+        miou = {form: metrics['mIoU'] for form, metrics in forms.metrics.items()}
+        part.phase('draw the scenes')
+        figure = _draw_scenes(forms, osp.join(work_dir, FIGURE_NAME),
+                              f'PSPNet-RepVGG on held-out digit scenes: {miou["train"]:.2f} mIoU '
+                              f'training-time, {miou["deploy"]:.2f} converted')
+        summary = dict(
+            quick=quick, config=str(config), data_dir=data_dir, iters=iters,
+            train_scenes=manifest['splits']['train']['scenes'],
+            val_scenes=manifest['splits']['val']['scenes'],
+            train_seconds=round(train_seconds, 2), miou=miou, metrics=forms.metrics,
+            miou_identical=forms.metrics['train'] == forms.metrics['deploy'],
+            checkpoint=checkpoint, figure=figure, target_miou=TARGET_MIOU,
+            background_only_miou=BACKGROUND_ONLY_MIOU, **forms.summary,
+            **_pixel_agreement(forms.logits['train'], forms.logits['deploy'],
+                               forms.summary['max_abs_logit_diff']))
+    summary['ok'] = bool(summary['miou_identical'] and summary['unconverted_blocks'] == 0
+                         and (quick or miou['deploy'] >= TARGET_MIOU))
+    summary.update(total_seconds=round(part.elapsed, 2),
+                   log_files=[part.log_file] + part.runner_logs)
     return summary
 
 
-def format_seg_table(summary: dict) -> str:
-    """Side-by-side table of the training-time and the converted segmentation model."""
-    rate = summary['images_per_second']
-    rows = [('mIoU (%)', f"{summary['miou']['train']:.2f}", f"{summary['miou']['deploy']:.2f}"),
-            (f"throughput (img/s, batch {rate['batch']})", f"{rate['train']:.0f}",
-             f"{rate['deploy']:.0f}"),
-            ('parameters', f"{summary['params']['train']:,}", f"{summary['params']['deploy']:,}")]
-    lines = side_by_side(rows) + [
-        f"PSPNet-RepVGG on {summary['val_scenes']} held-out digit scenes after "
-        f"{summary['iters']} iterations ({summary['train_seconds']:.0f} s); all-background "
-        f"baseline mIoU {summary['background_only_miou']}",
-        f"max |logit difference| {summary['max_abs_logit_diff']:.3g} (relative "
-        f"{summary['max_rel_logit_diff']:.3g}); same class on {summary['same_pixels']}/"
-        f"{summary['pixels']} pixels; speed-up {summary['speedup']:.2f}x; blocks converted "
-        f"{summary['converted_blocks']}, left unconverted {summary['unconverted_blocks']}",
+def segmentation_rows(summary: dict) -> List[Row]:
+    """The segmentation part's rows of the closing table."""
+    rate, params, miou = summary['images_per_second'], summary['params'], summary['miou']
+    return [
+        ('segmentation', f"PSPNet + RepVGG tiny, {summary['converted_blocks']} blocks",
+         f"{miou['train']:.2f} mIoU", f"{miou['deploy']:.2f} mIoU"),
+        (f"{summary['val_scenes']} test scenes", f"images/s (batch {rate['batch']}, median)",
+         f"{rate['train']:,.0f}", f"{rate['deploy']:,.0f} ({summary['speedup']:.2f}x)"),
+        (f"{summary['iters']:,} iters, {format_seconds(summary['total_seconds'])}",
+         'parameters', f"{params['train']:,}", f"{params['deploy']:,}"),
+        ('', 'max |logit difference|', '', f"{summary['max_abs_logit_diff']:.2g} (relative "
+         f"{summary['max_rel_logit_diff']:.2g})"),
+        ('', 'pixels with the same class', '',
+         f"{summary['same_pixels']:,} / {summary['pixels']:,}"),
     ]
-    return '\n'.join(lines)
+
+
+def segmentation_notes(summary: dict) -> List[str]:
+    """Closing line of the segmentation part."""
+    return [f"segmentation: {summary['train_scenes']:,} training scenes of 64x64; background "
+            f"everywhere scores {summary['background_only_miou']} mIoU; "
+            f"{summary['unconverted_blocks']} blocks left unconverted"]
+
+
+def segmentation_failure(summary: dict, quick: bool) -> str:
+    """Why the segmentation part failed (its summary's ``ok`` is False)."""
+    reasons = [('the mIoU of the two forms differ', not summary['miou_identical']),
+               (f"{summary['unconverted_blocks']} block(s) left unconverted",
+                summary['unconverted_blocks']),
+               (f"mIoU below {summary['target_miou']}",
+                not quick and summary['miou']['deploy'] < summary['target_miou'])]
+    return '; '.join(reason for reason, failed in reasons if failed)
+
+
+def format_seg_table(summary: dict) -> str:
+    """The segmentation part alone: its rows of the closing table and its notes."""
+    return '\n'.join(render_table(segmentation_rows(summary)) + segmentation_notes(summary))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -216,9 +234,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--iters', type=int, default=None, help='training iterations')
     args = parser.parse_args(argv)
     summary = run_segmentation_demo(args.work_dir, quick=args.quick, iters=args.iters)
-    write_json_atomic(summary, osp.join(osp.abspath(args.work_dir), SUMMARY_NAME))
+    path = osp.join(osp.abspath(args.work_dir), SUMMARY_NAME)
+    write_json_atomic(summary, path)
     print(format_seg_table(summary))
-    print(json.dumps(dict(ok=summary['ok'], miou=summary['miou']), sort_keys=True))
+    print(f"picture: {short_path(summary['figure'])}; summary: {short_path(path)}; "
+          f"logs: {short_path(summary['log_files'][0])}")
+    if not summary['ok']:
+        print('FAILED: ' + segmentation_failure(summary, args.quick), file=sys.stderr)
     return 0 if summary['ok'] else 1
 
 

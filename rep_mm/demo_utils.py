@@ -1,4 +1,5 @@
-"""Helpers the demos share: fresh mm Runners, the deploy hook, side-by-side timing, atomic JSON."""
+"""Helpers the demos share: fresh mm Runners, the digits config, the deploy hook, side-by-side
+timing, atomic JSON."""
 from __future__ import annotations
 
 import copy
@@ -8,21 +9,55 @@ import os.path as osp
 import statistics
 import tempfile
 import time
-from typing import Dict, List, Optional, Tuple
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
 __all__ = ['build_runner', 'set_reparam_hook', 'unwrap_model', 'median_throughput',
            'count_parameters', 'leftover_training_blocks', 'write_json_atomic',
-           'evaluate_checkpoint', 'side_by_side']
+           'evaluate_checkpoint', 'side_by_side', 'digits_demo_config', 'spread_indices',
+           'QUICK_TRAIN_IMAGES', 'QUICK_TEST_IMAGES']
+
+QUICK_TRAIN_IMAGES = 64  # --quick: 2 iterations per epoch at batch 32
+QUICK_TEST_IMAGES = 128  # --quick: 2 test batches of 64
 
 
 def build_runner(cfg, name: str):
+    """A plain mmengine Runner of ``cfg`` named ``name`` (it logs to the console and its file;
+    the demo's quiet Runners: :meth:`rep_mm.demo_progress.DemoPart.build_runner`)."""
     from mmengine.runner import Runner
     cfg = copy.deepcopy(cfg)
     cfg.experiment_name = name  # distinct loggers / visualizers per Runner in one process
     return Runner.from_cfg(cfg)
+
+
+def spread_indices(total: int, count: int) -> List[int]:
+    """``count`` indices spread evenly over ``range(total)`` (the folder tree is class-sorted,
+    so this takes every class, unlike the first ``count``)."""
+    count = min(count, total)
+    return [i * total // count for i in range(count)]
+
+
+def digits_demo_config(config: Path, data_root: str, work_dir: str, quick: bool,
+                       counts: dict):
+    """The digits config ``config`` pointed at ``data_root`` (and shrunk for ``quick`` to
+    :data:`QUICK_TRAIN_IMAGES` / :data:`QUICK_TEST_IMAGES` images of every class)."""
+    from mmengine.config import Config
+    cfg = Config.fromfile(str(config))
+    for key in ('train_dataloader', 'val_dataloader', 'test_dataloader'):
+        cfg[key]['dataset']['data_root'] = data_root
+    cfg.data_root = data_root
+    cfg.work_dir = work_dir
+    cfg.launcher = 'none'
+    if quick:
+        cfg.train_dataloader.dataset.indices = spread_indices(counts['train'],
+                                                              QUICK_TRAIN_IMAGES)
+        for key in ('val_dataloader', 'test_dataloader'):
+            cfg[key]['dataset']['indices'] = spread_indices(counts['test'], QUICK_TEST_IMAGES)
+        cfg.default_hooks.logger.interval = 1
+    return cfg
 
 
 def set_reparam_hook(cfg, hook: Optional[dict]) -> None:
@@ -32,10 +67,11 @@ def set_reparam_hook(cfg, hook: Optional[dict]) -> None:
 
 
 def evaluate_checkpoint(cfg, checkpoint: str, work_dir: str, name: str, deploy: bool,
-                    metric: Optional[str] = None):
+                        metric: Optional[str] = None, build: Callable = build_runner):
     """Test ``checkpoint`` with a fresh Runner (converted first by a verifying, strict
     ReparameterizeHook if ``deploy``) inside rep_mm's checkpoint allow-list.
 
+    ``build(cfg, name)`` makes the Runner (default :func:`build_runner`).
     Returns ``(value, runner)``: ``value`` is ``float(metrics[metric])``, or every metric as a
     float when ``metric`` is None.
     """
@@ -44,7 +80,7 @@ def evaluate_checkpoint(cfg, checkpoint: str, work_dir: str, name: str, deploy: 
     cfg.work_dir, cfg.load_from, cfg.resume = work_dir, checkpoint, False
     set_reparam_hook(cfg, dict(type='rep_mm.ReparameterizeHook', verify=True,
                                raise_on_failure=True) if deploy else None)
-    runner = build_runner(cfg, name)
+    runner = build(cfg, name)
     with runner_allow_list():  # nests, unlike torch's safe_globals context
         metrics = runner.test()
     if metric is not None:
