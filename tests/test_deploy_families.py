@@ -132,9 +132,11 @@ def test_graph_checks_fail_on_the_unconverted_model(family, exports):
     absent or lacks the fused bias; training-time branches and their BNs remain)."""
     exported = exports(family)
     if family in NO_TRAINING_FORM_GRAPH:
+        # the training form cannot even be exported (its kernel is generated at run time,
+        # "convolution for kernel of unknown shape"): nothing unconverted can reach a graph
         assert exported.unconverted_error is not None
-        pytest.skip(f'{family}: the training form has no TorchScript export '
-                    f'({str(exported.unconverted_error).splitlines()[0][:80]})')
+        assert 'kernel of unknown shape' in str(exported.unconverted_error)
+        return
     assert exported.unconverted_error is None, exported.unconverted_error
     graph = graph_checks(exported.unconverted_onnx, exported.fused, model=exported.converted)
     assert not graph['passed'] and graph['failures']

@@ -296,14 +296,83 @@ def test_dynamic_hw_of_pspnet_is_caught(tmp_path):
     assert any(f.startswith('dynamic ') for f in data['failures'])
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason='mmdeploy_runtime 1.3.1 Segmentor returns one value at every '
-                          'pixel here (measured; see docs/deploy.md)')
+def _swap_graph(work: Path, dst: Path, nodes, outputs, initializers) -> Path:
+    """A copy of the work dir whose end2end.onnx is a small graph with known outputs (same
+    input name and shape), so that what the SDK returns can be checked at every element."""
+    import shutil
+    from onnx import TensorProto, helper, numpy_helper
+    shutil.copytree(work, dst)
+    shape = [d.dim_value for d in onnx.load(str(work / 'end2end.onnx')).graph.input[0]
+             .type.tensor_type.shape.dim]
+    graph = helper.make_graph(
+        nodes, 'known', [helper.make_tensor_value_info('input', TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs],
+        [numpy_helper.from_array(a, n) for n, a in initializers.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid('', 11)])
+    model.ir_version = 7
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst / 'end2end.onnx'))
+    return dst
+
+
+def _sdk_input(work: Path, size):
+    """The network input as the SDK's pipeline makes it (OpenCV bilinear resize, then
+    (x - mean) / std), HWC float32."""
+    import json
+
+    import cv2
+    transforms = json.loads((work / 'pipeline.json').read_text())['pipeline']['tasks'][0][
+        'transforms']
+    norm = next(t for t in transforms if t['type'] == 'Normalize')
+    image = cv2.resize(cv2.imread(str(work / 'input.png')), size[::-1],
+                       interpolation=cv2.INTER_LINEAR).astype(np.float32)
+    return (image - np.float32(norm['mean'])) / np.float32(norm['std'])
+
+
 def test_sdk_segmentor_parity(tmp_path):
-    report = export(SEG, str(tmp_path), random_init=True, quiet=True)
-    check = report.to_dict()['sdk_check']
-    assert check['ran'] and check['pixels'] == 64 * 64
-    assert check['pixel_agreement'] >= 0.999, check
+    """with_argmax=False: the SDK's score map at the image size, argmax, vs mmseg's predict;
+    then a graph with a known output at every pixel and class (the input itself and ramps)
+    read back through the SDK element by element (mmdeploy_runtime 1.3.1 hands the score map
+    out with stride 0, see rep_mm.deploy.sdk_check)."""
+    from onnx import TensorProto, helper
+
+    from rep_mm.deploy.sdk_check import SCORE_TOL, run_sdk
+    report = export(SEG, str(tmp_path / 'work'), random_init=True, quiet=True)
+    check = _check_sdk(report.to_dict())
+    assert check['pixels'] == 64 * 64 and check['pixel_agreement'] >= 0.999, check
+    assert not check['sdk_output']['spatially_constant']
+    assert check['sdk_output']['shape'] == [11, 64, 64]
+    assert check['score_map_max_abs'] <= SCORE_TOL, check
+
+    import cv2
+    h = w = 192
+    c, y, x = np.ogrid[:8, :h, :w]
+    ramp = np.where(c % 2 == 0, 100.0 * (c + 3) + y, 100.0 * (c + 3) + x).astype(np.float32)
+    known = _swap_graph(tmp_path / 'work', tmp_path / 'known',
+                        [helper.make_node('Concat', ['input', 'ramp'], ['output'], axis=1)],
+                        [('output', TensorProto.FLOAT, [1, 11, h, w])], {'ramp': ramp[None]})
+    full = np.concatenate([_sdk_input(known, (h, w)).transpose(2, 0, 1), ramp])
+    expected = np.stack([cv2.resize(m, (64, 64), interpolation=cv2.INTER_LINEAR)
+                         for m in full])
+    result = run_sdk(known, 'mmseg', known / 'input.png')
+    assert list(result['strides_repaired']) == ['seg']
+    assert result['seg'].shape == (11, 64, 64)
+    np.testing.assert_allclose(result['seg'], expected, rtol=1e-6, atol=1e-5)
+
+
+def test_sdk_segmentor_argmax_parity(tmp_path):
+    """with_argmax=True: the SDK's label map (nearest-resized by its ResizeMask) vs the graph's
+    label map resized the same way, on every pixel; mmseg's predict is reported."""
+    deploy_cfg = tmp_path / 'seg_argmax.py'
+    deploy_cfg.write_text(f"_base_ = ['{DEPLOY / 'segmentation_onnxruntime_static.py'}']\n"
+                          "codebase_config = dict(with_argmax=True)\n")
+    report = export(SEG, str(tmp_path / 'work'), random_init=True, quiet=True,
+                    deploy_config=str(deploy_cfg))
+    check = _check_sdk(report.to_dict())
+    assert check['sdk_output']['shape'] == [64, 64] and check['sdk_output']['with_argmax']
+    assert check['pixels'] == 64 * 64 and check['pixel_agreement'] >= 0.999, check
+    assert not check['sdk_output']['spatially_constant']
+    assert 0.9 < check['mmseg_predict_agreement'] <= 1.0
 
 
 def test_dynamic_detector(tmp_path):
@@ -316,14 +385,44 @@ def test_dynamic_detector(tmp_path):
     assert any(s['input_shape'][2] != 128 for s in sizes)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason='mmdeploy_runtime 1.3.1 Detector returns the boxes and scores '
-                          'but other labels here (measured; see docs/deploy.md)')
 def test_sdk_detector_parity(tmp_path):
-    report = export(DET, str(tmp_path), random_init=True, quiet=True)
-    check = report.to_dict()['sdk_check']
-    assert check['ran'] and check['reference_boxes'] >= 1
-    assert check['passed'] and check['mismatched'] == 0, check
+    """RetinaNet: every SDK box matched to the graph's (same label, IoU, score); then a graph
+    with known dets / labels read back through the SDK (its C API: the binding's labels carry
+    one value), including a box on the bottom edge that the SDK's ResizeBBox drops."""
+    from onnx import TensorProto, helper
+
+    from rep_mm.deploy.sdk_check import SCORE_TOL, run_sdk
+    report = export(DET, str(tmp_path / 'work'), random_init=True, quiet=True)
+    check = _check_sdk(report.to_dict())
+    assert check['reference_boxes'] >= 1 and check['mismatched'] == 0, check
+    assert check['matched'] == check['reference_boxes'] == check['sdk_boxes'], check
+    assert check['max_score_diff'] <= SCORE_TOL
+
+    # network pixels (128 x 128 input of a 64 x 64 image: scale factor 2)
+    dets = np.array([[10, 20, 50, 60, 0.9], [0, 128, 128, 128, 0.8], [64, 4, 127, 40, 0.7],
+                     [2, 70, 30, 126, 0.5], [40, 40, 90, 100, 0.3]], np.float32)
+    labels = np.array([7, 1, 3, 9, 0], np.int64)
+    known = _swap_graph(tmp_path / 'work', tmp_path / 'known',
+                        [helper.make_node('Identity', ['dets_c'], ['dets']),
+                         helper.make_node('Identity', ['labels_c'], ['labels'])],
+                        [('dets', TensorProto.FLOAT, [1, 5, 5]),
+                         ('labels', TensorProto.INT64, [1, 5])],
+                        {'dets_c': dets[None], 'labels_c': labels[None]})
+    result = run_sdk(known, 'mmdet', known / 'input.png')
+    keep = [0, 2, 3, 4]  # box 1 lies on the bottom edge: y1 = 64 > y2 = 63 after mapping
+    expected = dets[keep].copy()
+    expected[:, :4] /= 2
+    expected[:, 2:4] = np.minimum(expected[:, 2:4], 63)
+    np.testing.assert_array_equal(result['labels'], labels[keep])
+    np.testing.assert_allclose(result['boxes'], expected, rtol=0, atol=1e-6)
+    # the comparison maps the graph's boxes as the SDK does (the same boxes kept and dropped)
+    from mmdet.structures import DetDataSample
+
+    from rep_mm.deploy.sdk_check import _scale_back
+    mapped, kept = _scale_back(dets, DetDataSample(metainfo=dict(scale_factor=(2.0, 2.0),
+                                                                 ori_shape=(64, 64))))
+    assert kept.tolist() == [True, False, True, True, True]
+    np.testing.assert_allclose(mapped[kept], result['boxes'], rtol=0, atol=1e-6)
 
 
 def test_match_detections_rejects_shifted_or_relabelled_boxes():

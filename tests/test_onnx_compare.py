@@ -11,7 +11,8 @@ from rep_mm.deploy.checks import judge
 from rep_mm.onnx_checks import compare_outputs, compare_pre_nms, errors
 
 TOLERANCE = 1e-5
-GRAPH = dict(batch_norm_nodes=0, scopes_named=False, blocks_not_one_conv=None)
+# what rep_mm.deploy.graph.graph_checks returns for a graph that passes its checks
+GRAPH = dict(batch_norm_nodes=0, scopes_named=False, blocks_not_one_conv=None, failures=[])
 
 
 def verdict(comparisons, key='onnx_vs_converted', codebase='mmpretrain'):

@@ -10,15 +10,29 @@ in C++. What is compared with PyTorch (the training-form model if there is one):
   label, ``|score difference| <= SCORE_TOL``;
 * segmentation: SDK output at the original image size (``with_argmax=True``: the label
   map; ``False``: per-class scores, argmax taken here) vs mmseg's own ``predict`` (logits
-  resized bilinearly to the original size, then argmax): the same class on
+  resized bilinearly to the original size, then argmax), or with ``with_argmax=True`` vs the
+  graph's label map nearest-resized as the SDK's ``ResizeMask`` does it (mmseg's agreement is
+  then reported as ``mmseg_predict_agreement``, 96.7 % measured): the same class on
   ``>= PIXEL_AGREEMENT`` of the pixels (``sdk_output.spatially_constant`` flags an SDK output
-  that holds one value everywhere, as mmdeploy_runtime 1.3.1 returned here);
+  that holds one value everywhere);
 * detection: SDK ``(boxes, labels)`` in original-image pixels vs the PyTorch forward under
   mmdeploy's rewrites (the graph's own post-processing: mmdeploy's NMS with the deploy
-  config's thresholds) with the boxes divided by the scale factor and clipped to the image:
+  config's thresholds) with the boxes mapped to the image as the SDK's ``ResizeBBox`` maps
+  them (divided by the scale factor, ``x1, y1 >= 0``, ``x2, y2 <= W - 1, H - 1``, boxes then
+  smaller than its ``min_bbox_size`` dropped: those lying on the bottom or right edge):
   every box matched one-to-one (same label, ``IoU >= IOU_MIN``,
   ``|score difference| <= SCORE_TOL``); a box within ``SCORE_TOL`` of a score threshold may be
   kept on one side only and is then reported, not failed.
+
+mmdeploy_runtime 1.3.1's Python binding (built with a pybind11 of the numpy-1 ABI) returns,
+under numpy 2, the segmentor's mask / score map and the detector's labels as arrays whose
+strides are all 0: every element reads as the first one (one class or one score everywhere,
+every box with one label). The segmentor's array views the SDK's result buffer, which holds
+the right values in C order (measured with a synthetic graph whose output is known at every
+pixel): the worker re-reads it with C-order strides (``strides_repaired``). The detector's
+labels were written through the zero strides (all on element 0; the rest of the buffer is
+uninitialised): the worker takes the detections from the SDK's C API (``libmmdeploy``,
+``mmdeploy_detector_apply``) instead, and checks its boxes equal the binding's.
 
 Why these tolerances: the SDK runs the same graph, so the only differences are the input's
 preprocessing arithmetic (C++ resize / float normalisation vs mmcv + torch) and another
@@ -53,17 +67,87 @@ def sdk_runtime() -> Any:
 
 
 _WORKER = """
-import sys, numpy as np, cv2, mmdeploy_runtime as rt
+import ctypes, glob, os, sys, numpy as np, cv2, mmdeploy_runtime as rt
 work, codebase, image, out = sys.argv[1:5]
-cls = dict(mmpretrain=rt.Classifier, mmseg=rt.Segmentor, mmdet=rt.Detector)[codebase]
-result = cls(model_path=work, device_name='cpu', device_id=0)(cv2.imread(image))
-if codebase == 'mmpretrain':
-    arrays = dict(labels=np.array([r[0] for r in result]), scores=np.array([r[1] for r in result]))
-elif codebase == 'mmseg':
-    arrays = dict(seg=np.asarray(result))
+repaired = []
+
+
+def foreign(name, value):
+    # mmdeploy_runtime 1.3.1's binding (pybind11 of the numpy-1 ABI) under numpy 2 gives the
+    # segmentor's mask / score map stride 0 on every axis (each element reads as the first);
+    # the SDK buffer it views holds all the values in C order (measured). Re-read that buffer
+    # with C-order strides and copy it. An array numpy allocated itself was FILLED through the
+    # zero strides (every write on element 0; the detector's labels): nothing to re-read.
+    array = np.asarray(value)
+    if any(stride == 0 and size > 1 for stride, size in zip(array.strides, array.shape)):
+        if array.flags['OWNDATA'] or array.base is None:
+            raise RuntimeError(f'Error: {name} came back with strides {array.strides}')
+        strides = [int(np.prod(array.shape[i + 1:], dtype=np.int64)) * array.itemsize
+                   for i in range(array.ndim)]
+        array = np.lib.stride_tricks.as_strided(array, array.shape, strides)
+        repaired.append(name)
+    return np.array(array, copy=True)
+
+
+class Rect(ctypes.Structure):
+    _fields_ = [('left', ctypes.c_float), ('top', ctypes.c_float),
+                ('right', ctypes.c_float), ('bottom', ctypes.c_float)]
+
+
+class Detection(ctypes.Structure):  # mmdeploy/detector.h: mmdeploy_detection_t
+    _fields_ = [('label_id', ctypes.c_int), ('score', ctypes.c_float), ('bbox', Rect),
+                ('mask', ctypes.c_void_p)]
+
+
+class Mat(ctypes.Structure):  # mmdeploy/common.h: mmdeploy_mat_t (BGR, uint8, host)
+    _fields_ = [('data', ctypes.c_void_p), ('height', ctypes.c_int), ('width', ctypes.c_int),
+                ('channel', ctypes.c_int), ('format', ctypes.c_int), ('type', ctypes.c_int),
+                ('device', ctypes.c_void_p)]
+
+
+def detect(img):
+    # the detector through the SDK's C API (libmmdeploy, the library the binding wraps): its
+    # binding fills `labels` through stride 0, so every box would carry the last box's label
+    lib = ctypes.CDLL(glob.glob(os.path.join(os.path.dirname(rt.__file__), 'libmmdeploy.so*'))[0])
+    handle = ctypes.c_void_p()
+    status = lib.mmdeploy_detector_create_by_path(work.encode(), b'cpu', 0, ctypes.byref(handle))
+    if status != 0:
+        raise RuntimeError(f'Error: mmdeploy_detector_create_by_path: status {status}')
+    img = np.ascontiguousarray(img)
+    mat = Mat(img.ctypes.data, img.shape[0], img.shape[1], 3, 0, 2, None)  # BGR, UINT8
+    results, counts = ctypes.POINTER(Detection)(), ctypes.POINTER(ctypes.c_int)()
+    status = lib.mmdeploy_detector_apply(handle, ctypes.byref(mat), 1, ctypes.byref(results),
+                                         ctypes.byref(counts))
+    if status != 0:
+        lib.mmdeploy_detector_destroy(handle)
+        raise RuntimeError(f'Error: mmdeploy_detector_apply: status {status}')
+    dets = [results[i] for i in range(counts[0])]
+    boxes = np.array([[d.bbox.left, d.bbox.top, d.bbox.right, d.bbox.bottom, d.score]
+                      for d in dets], np.float32).reshape(-1, 5)
+    labels = np.array([d.label_id for d in dets], np.int64)
+    lib.mmdeploy_detector_release_result(results, counts, 1)
+    lib.mmdeploy_detector_destroy(handle)
+    return boxes, labels
+
+
+img = cv2.imread(image)
+if codebase == 'mmdet':
+    boxes, labels = detect(img)
+    # the binding's boxes (right strides) must be the C API's: checks the struct layout above
+    binding = np.asarray(rt.Detector(model_path=work, device_name='cpu', device_id=0)(img)[0])
+    if binding.reshape(-1, 5).shape != boxes.shape or not np.array_equal(
+            binding.reshape(-1, 5), boxes):
+        raise RuntimeError('Error: C API boxes differ from the Python binding boxes')
+    arrays = dict(boxes=boxes, labels=labels)
 else:
-    arrays = dict(boxes=np.asarray(result[0]).reshape(-1, 5), labels=np.asarray(result[1]))
-np.savez(out, **arrays)
+    cls = dict(mmpretrain=rt.Classifier, mmseg=rt.Segmentor)[codebase]
+    result = cls(model_path=work, device_name='cpu', device_id=0)(img)
+    if codebase == 'mmpretrain':
+        arrays = dict(labels=np.array([r[0] for r in result]),
+                      scores=np.array([r[1] for r in result]))
+    else:
+        arrays = dict(seg=foreign('seg', result))
+np.savez(out, strides_repaired=np.array(repaired, dtype=str), **arrays)
 """
 
 
@@ -72,7 +156,9 @@ def run_sdk(work: Path, codebase: str, image_path: Path, timeout: float = 300) -
     BGR image read by OpenCV, in a child process (a crash in the SDK's C++ code must not take
     the export down). Returns ``dict`` of arrays: ``labels``/``scores`` (classifier, best
     first), ``seg`` (segmentor: ``(H, W)`` labels or ``(C, H, W)`` scores), ``boxes (N, 5)`` /
-    ``labels (N,)`` (detector). Raises RuntimeError with the SDK's last message on failure.
+    ``labels (N,)`` (detector), and ``strides_repaired``: the names of the arrays the SDK's
+    Python binding handed out with stride 0 (see ``_WORKER``), re-read in C order. Raises
+    RuntimeError with the SDK's last message on failure.
     """
     import subprocess
     import sys
@@ -168,15 +254,35 @@ def match_detections(ref_boxes: np.ndarray, ref_labels: np.ndarray, sdk_boxes: n
                 len(mismatched), mismatched=len(mismatched), passed=not mismatched)
 
 
-def _scale_back(dets: np.ndarray, sample: Any) -> np.ndarray:
-    """Graph boxes (network input pixels) -> original image pixels, clipped as the SDK's
-    ``ResizeBBox`` clips them (to ``W - 1`` / ``H - 1``; mmdet clips to ``W`` / ``H``)."""
+def _scale_back(dets: np.ndarray, sample: Any, min_bbox_size: float = 0.0) -> tuple:
+    """Graph boxes (network input pixels) -> original image pixels as the SDK's ``ResizeBBox``
+    maps them (``MapToOriginImage``): divided by the scale factor, then ``x1, y1`` raised to
+    ``>= 0`` and ``x2, y2`` lowered to ``<= W - 1`` / ``H - 1`` (one bound each; mmdet clips
+    both to ``[0, W]``). A box whose width or height is then ``< min_bbox_size`` is dropped,
+    e.g. one lying on the bottom edge (``y1 = y2 = H``: ``y1`` stays ``H``, ``y2`` becomes
+    ``H - 1``). Returns the boxes ``(N, 5)`` and the boolean mask of the boxes kept."""
     dets = np.array(dets, np.float64).reshape(-1, 5)
     scale = np.asarray(sample.metainfo.get('scale_factor', (1.0, 1.0)), np.float64)
     h, w = sample.metainfo['ori_shape'][:2]
-    dets[:, [0, 2]] = np.clip(dets[:, [0, 2]] / scale[0], 0, w - 1)
-    dets[:, [1, 3]] = np.clip(dets[:, [1, 3]] / scale[1], 0, h - 1)
-    return dets
+    dets[:, [0, 2]] /= scale[0]
+    dets[:, [1, 3]] /= scale[1]
+    dets[:, :2] = np.maximum(dets[:, :2], 0)
+    dets[:, 2] = np.minimum(dets[:, 2], w - 1)
+    dets[:, 3] = np.minimum(dets[:, 3], h - 1)
+    keep = ((dets[:, 2] - dets[:, 0]) >= min_bbox_size) & \
+        ((dets[:, 3] - dets[:, 1]) >= min_bbox_size)
+    return dets, keep
+
+
+def _resize_bbox_params(work: Path) -> Dict[str, Any]:
+    """The ``params`` of the SDK's ``ResizeBBox`` task in the work dir's pipeline.json."""
+    import json
+    path = work / 'pipeline.json'
+    tasks = json.loads(path.read_text())['pipeline']['tasks'] if path.is_file() else []
+    for task in tasks:
+        if task.get('component') == 'ResizeBBox':
+            return dict(task.get('params') or {})
+    return {}
 
 
 def _post_thresholds(deploy_cfg: Any, model_cfg: Any) -> List[float]:
@@ -208,7 +314,9 @@ def check_sdk(work: Path, codebase: str, image_path: Path, reference: nn.Module,
         return dict(ran=True, passed=False, failures=[f'SDK: {note}'], note=note)
     import importlib.metadata as metadata
     out: Dict[str, Any] = dict(ran=True, against=against, note='',
-                               runtime_version=metadata.version('mmdeploy_runtime'))
+                               runtime_version=metadata.version('mmdeploy_runtime'),
+                               strides_repaired=[str(name) for name in
+                                                 result.pop('strides_repaired', [])])
     failures: List[str] = []
     if codebase == 'mmpretrain':
         scores = _rewritten_outputs(reference, deploy_cfg, inputs, samples)[0][0]
@@ -232,6 +340,21 @@ def check_sdk(work: Path, codebase: str, image_path: Path, reference: nn.Module,
         out['sdk_output'] = dict(shape=list(sdk.shape), dtype=str(sdk.dtype),
                                  with_argmax=with_argmax)
         sdk_mask = sdk.argmax(0) if sdk.ndim == 3 else sdk.reshape(ref_mask.shape)
+        if sdk.ndim == 2 and sdk_mask.shape == ref_mask.shape:
+            # with_argmax: the graph's label map (network input size) resized by the SDK's
+            # ResizeMask with nearest neighbour (OpenCV: source pixel floor(i * scale)), which
+            # mmseg's predict (bilinear logits, then argmax) cannot match on every pixel (a 3x
+            # downscale picks pixel 3i there, 3i + 1 in mmseg): that reference is the one
+            # held to PIXEL_AGREEMENT, mmseg's is reported (mmseg_predict_agreement)
+            import cv2
+            out['mmseg_predict_agreement'] = float((sdk_mask == ref_mask).mean())
+            graph_mask = _rewritten_outputs(reference, deploy_cfg, inputs, samples)[0]
+            graph_mask = np.asarray(graph_mask).reshape(graph_mask.shape[-2:]).astype(np.int32)
+            ref_mask = cv2.resize(graph_mask, ref_mask.shape[::-1],
+                                  interpolation=cv2.INTER_NEAREST)
+            out['reference'] = 'graph label map, nearest-resized as the SDK does'
+        else:
+            out['reference'] = 'mmseg predict (bilinear logits at the image size, argmax)'
         if sdk_mask.shape != ref_mask.shape:
             failures.append(f'SDK mask shape {list(sdk_mask.shape)} != PyTorch '
                             f'{list(ref_mask.shape)}')
@@ -252,11 +375,14 @@ def check_sdk(work: Path, codebase: str, image_path: Path, reference: nn.Module,
     else:
         dets, labels = _rewritten_outputs(reference, deploy_cfg, inputs, samples)[:2]
         sample = samples[0]
-        ref_boxes = _scale_back(dets[0], sample)
+        min_bbox_size = float(_resize_bbox_params(work).get('min_bbox_size', 0.0))
+        ref_boxes, kept = _scale_back(dets[0], sample, min_bbox_size)
         sdk_boxes, sdk_labels = result['boxes'], result['labels']
         thresholds = _post_thresholds(deploy_cfg, model_cfg)
         # the graph keeps boxes >= its score threshold; the SDK drops those below score_thr
-        keep = ref_boxes[:, 4] >= max(thresholds)
+        # and those that its mapping to the original image leaves smaller than min_bbox_size
+        keep = (ref_boxes[:, 4] >= max(thresholds)) & kept
+        out['dropped_as_sdk_does'] = int((~kept).sum())
         match = match_detections(ref_boxes[keep], np.asarray(labels[0])[keep], sdk_boxes,
                                  sdk_labels, thresholds)
         out.update(match, score_tol=SCORE_TOL, iou_min=IOU_MIN, thresholds=thresholds)
