@@ -12,6 +12,7 @@ from .reparam import (ReparamBlock, ReparamError, ReparamReport,  # noqa: E402
 from . import blocks, backbones, necks, heads, hooks, datasets, models  # noqa: E402,F401
 from . import optim  # noqa: E402,F401
 from . import integrations  # noqa: E402,F401
+from .quantization import qat  # noqa: E402,F401  (registers rep_mm.QATModel / QATHook)
 
 # Runner checkpoints load with weights_only=True in every toolbox once rep_mm is imported
 integrations.allow_runner_checkpoints()
