@@ -24,6 +24,7 @@ import shutil
 import sys
 import time
 import traceback
+import uuid
 import warnings
 from typing import List, Optional, TextIO
 
@@ -266,7 +267,9 @@ class DemoPart:
     def build_runner(self, cfg, name: str, label: str) -> Runner:
         """A :class:`FileLoggedRunner` of ``cfg`` (experiment ``name``) advancing the bar."""
         cfg = copy.deepcopy(cfg)
-        cfg.experiment_name = name  # distinct loggers / visualizers per Runner in one process
+        # mmengine keys its logger / visualizer instances by experiment name: a name of its own
+        # per Runner, or a second demo in one process would log into the first one's file
+        cfg.experiment_name = f'{name}-{uuid.uuid4().hex[:8]}'
         runner = FileLoggedRunner.from_cfg(cfg)
         runner.register_hook(ProgressHook(self.progress, label))
         self.runner_logs.append(runner.logger.log_file)
