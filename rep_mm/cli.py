@@ -25,11 +25,11 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .cli_args import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_overwrite, add_unsafe_load
 from .reparam import ReparamError
 from .checkpoint import (KINDS, CheckpointError, extract_state_dict, load_checkpoint_file,
                          load_weights, save_checkpoint_atomic)
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 DEFAULT_SHAPE = (1, 3, 224, 224)
 HEAD_KEYS = (('linear.weight', 'linear.bias'), ('head.fc.weight', 'head.fc.bias'))
 
@@ -196,9 +196,7 @@ def _common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--target', choices=('model', 'backbone'), default='model',
                         help='with a config: load the whole model (default) or only its backbone')
     parser.add_argument('--seed', type=int, default=0, help='seed of the random input')
-    parser.add_argument('--unsafe-load', '--allow-unsafe-checkpoint', dest='unsafe_load',
-                        action='store_true',
-                        help='unpickle checkpoints fully (weights_only=False): trusted files only')
+    add_unsafe_load(parser, 'unpickle checkpoints fully (weights_only=False): trusted files only')
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -210,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         'convert', help='fold a training-form checkpoint into a deploy-form one',
         description='CONFIG CKPT OUT, or --arch NAME IN OUT for official releases.')
     convert.add_argument('paths', nargs='+', metavar='PATH', help='CONFIG CKPT OUT | IN OUT')
-    convert.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
+    add_overwrite(convert)
     _common_arguments(convert)
     verify = commands.add_parser(
         'verify', help='check that conversion (or a converted checkpoint) keeps the outputs',

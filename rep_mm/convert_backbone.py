@@ -43,6 +43,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from .blocks import ACBlock, DiverseBranchBlock, OREPA, OREPALargeConv
 from .blocks.dbb import IdentityBasedConv1x1
+from .cli_args import add_overwrite, add_unsafe_load
 from .registry import MODELS
 
 __all__ = ['CONV_TYPES', 'SwappedNorm', 'Swap', 'find_conv_bn_pairs', 'reparam_backbone',
@@ -331,11 +332,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('config', help='the training config (with rep_mm.ReparamWrapped)')
     parser.add_argument('checkpoint', help='training checkpoint (Runner or plain state dict)')
     parser.add_argument('out', help='output checkpoint (stock keys)')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing output')
-    parser.add_argument('--unsafe-load', '--allow-unsafe-checkpoint', dest='unsafe_load',
-                        action='store_true',
-                        help='unpickle the checkpoint fully (weights_only=False): '
-                             'trusted files only')
+    add_overwrite(parser, 'replace an existing output')
+    add_unsafe_load(parser)
     args = parser.parse_args(argv)
     import os
 

@@ -45,7 +45,7 @@ from torch import nn
 from rep_mm import demo_repopt, demo_seg
 from rep_mm.demo_compare import FormComparison, compare_forms, train_to_checkpoint
 from rep_mm.demo_progress import DemoPart, planned_iterations
-from rep_mm.demo_report import Row, format_seconds, render_table, short_path
+from rep_mm.demo_report import Row, form_rows, format_seconds, render_table, short_path
 from rep_mm.demo_utils import (QUICK_TEST_IMAGES, QUICK_TRAIN_IMAGES, digits_demo_config,
                                write_json_atomic)
 
@@ -147,26 +147,19 @@ def run_classification_demo(work_dir: str, quick: bool = False, data_dir: Option
                                   forms.logits['deploy'].argmax(1)).sum()),
             reload_max_abs_diff=reload_max_abs, checkpoint=out_path, train_checkpoint=checkpoint,
             figure=figure, target_top1=TARGET_TOP1, **forms.summary)
-    summary['ok'] = bool(summary['top1_identical'] and summary['unconverted_blocks'] == 0
-                         and reload_max_abs == 0.0 and (quick or top1['deploy'] >= TARGET_TOP1))
-    summary.update(total_seconds=round(part.elapsed, 2),
-                   log_files=[part.log_file] + part.runner_logs)
-    return summary
+    return part.finish(summary, summary['top1_identical'] and summary['unconverted_blocks'] == 0
+                       and reload_max_abs == 0.0 and (quick or top1['deploy'] >= TARGET_TOP1))
 
 
 # ------------------------------------------------------------------------------- output
 def classification_rows(summary: dict) -> List[Row]:
     """The classification part's rows of the closing table."""
-    rate, params, top1 = summary['images_per_second'], summary['params'], summary['top1']
+    top1 = summary['top1']
     return [
         ('classification', f"RepVGG tiny arch, {summary['converted_blocks']} blocks",
          f"{top1['train']:.2f} % top-1", f"{top1['deploy']:.2f} % top-1"),
-        (f"{summary['test_images']} test digits", f"images/s (batch {rate['batch']}, median)",
-         f"{rate['train']:,.0f}", f"{rate['deploy']:,.0f} ({summary['speedup']:.2f}x)"),
-        (f"{summary['epochs']} epochs, {format_seconds(summary['total_seconds'])}",
-         'parameters', f"{params['train']:,}", f"{params['deploy']:,}"),
-        ('', 'max |logit difference|', '', f"{summary['max_abs_logit_diff']:.2g} (relative "
-         f"{summary['max_rel_logit_diff']:.2g})"),
+        *form_rows(summary, f"{summary['test_images']} test digits",
+                   f"{summary['epochs']} epochs"),
         ('', 'same prediction', '', f"{summary['same_predictions']}/{summary['test_images']}"),
     ]
 

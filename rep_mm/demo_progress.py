@@ -255,6 +255,14 @@ class DemoPart:
             return self.seconds
         return time.perf_counter() - self.started
 
+    def finish(self, summary: dict, ok) -> dict:
+        """Close ``summary`` (after the part's ``with``): ``ok`` as a bool, the part's total
+        seconds and its log files (the part's log, then its Runners'); returns ``summary``."""
+        summary['ok'] = bool(ok)
+        summary.update(total_seconds=round(self.elapsed, 2),
+                       log_files=[self.log_file] + self.runner_logs)
+        return summary
+
     def plan(self, iterations: int) -> None:
         """Add ``iterations`` (see :func:`planned_iterations`) to the bar's total."""
         self.progress.add_total(iterations)

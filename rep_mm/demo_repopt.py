@@ -103,11 +103,8 @@ def run_repopt_demo(work_dir: str, quick: bool = False, data_dir: Optional[str] 
         num_blocks=extracted['num_blocks'], scale_statistics=_scale_statistics(scales_file),
         target_optimizer=type(optimizer).__name__,
         multiplied_kernels=len(getattr(optimizer, 'grad_mult_map', {})))
-    summary['ok'] = bool(summary['target_optimizer'] == 'RepOptSGD'
-                         and summary['multiplied_kernels'] == summary['num_blocks'])
-    summary.update(total_seconds=round(part.elapsed, 2),
-                   log_files=[part.log_file] + part.runner_logs)
-    return summary
+    return part.finish(summary, summary['target_optimizer'] == 'RepOptSGD'
+                       and summary['multiplied_kernels'] == summary['num_blocks'])
 
 
 def repopt_rows(summary: Dict) -> List[Row]:

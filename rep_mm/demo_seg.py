@@ -32,7 +32,7 @@ from torch import nn
 
 from rep_mm.demo_compare import FormComparison, compare_forms, train_to_checkpoint
 from rep_mm.demo_progress import DemoPart, planned_iterations
-from rep_mm.demo_report import Row, format_seconds, render_table, short_path
+from rep_mm.demo_report import Row, form_rows, render_table, short_path
 from rep_mm.demo_utils import write_json_atomic
 
 __all__ = ['run_segmentation_demo', 'format_seg_table', 'segmentation_rows',
@@ -180,25 +180,18 @@ def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional
             background_only_miou=BACKGROUND_ONLY_MIOU, **forms.summary,
             **_pixel_agreement(forms.logits['train'], forms.logits['deploy'],
                                forms.summary['max_abs_logit_diff']))
-    summary['ok'] = bool(summary['miou_identical'] and summary['unconverted_blocks'] == 0
-                         and (quick or miou['deploy'] >= TARGET_MIOU))
-    summary.update(total_seconds=round(part.elapsed, 2),
-                   log_files=[part.log_file] + part.runner_logs)
-    return summary
+    return part.finish(summary, summary['miou_identical'] and summary['unconverted_blocks'] == 0
+                       and (quick or miou['deploy'] >= TARGET_MIOU))
 
 
 def segmentation_rows(summary: dict) -> List[Row]:
     """The segmentation part's rows of the closing table."""
-    rate, params, miou = summary['images_per_second'], summary['params'], summary['miou']
+    miou = summary['miou']
     return [
         ('segmentation', f"PSPNet + RepVGG tiny, {summary['converted_blocks']} blocks",
          f"{miou['train']:.2f} mIoU", f"{miou['deploy']:.2f} mIoU"),
-        (f"{summary['val_scenes']} test scenes", f"images/s (batch {rate['batch']}, median)",
-         f"{rate['train']:,.0f}", f"{rate['deploy']:,.0f} ({summary['speedup']:.2f}x)"),
-        (f"{summary['iters']:,} iters, {format_seconds(summary['total_seconds'])}",
-         'parameters', f"{params['train']:,}", f"{params['deploy']:,}"),
-        ('', 'max |logit difference|', '', f"{summary['max_abs_logit_diff']:.2g} (relative "
-         f"{summary['max_rel_logit_diff']:.2g})"),
+        *form_rows(summary, f"{summary['val_scenes']} test scenes",
+                   f"{summary['iters']:,} iters"),
         ('', 'pixels with the same class', '',
          f"{summary['same_pixels']:,} / {summary['pixels']:,}"),
     ]

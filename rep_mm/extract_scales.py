@@ -29,6 +29,7 @@ from typing import Dict, List, Optional
 import torch
 from torch import Tensor
 
+from .cli_args import add_overwrite, add_unsafe_load, parse_or_exit_code, run_reporting_errors
 from .fileio import check_output_path
 
 __all__ = ['extract_scales_file', 'main']
@@ -93,11 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--config', required=True,
                         help='config of the target model (an hs config works too: its RepOpt '
                              'backbone is switched to mode="target")')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
-    parser.add_argument('--unsafe-load', '--allow-unsafe-checkpoint', dest='unsafe_load',
-                        action='store_true',
-                        help='unpickle the checkpoint fully (weights_only=False): '
-                             'trusted files only')
+    add_overwrite(parser)
+    add_unsafe_load(parser)
     return parser
 
 
@@ -105,17 +103,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .checkpoint import CheckpointError
     from .fileio import NoSpaceError
     from .optim import ScalesError
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exit_:  # --help (0) and usage errors (2)
-        return int(exit_.code or 0)
-    try:
-        summary = extract_scales_file(args.checkpoint, args.out, args.config, args.overwrite,
-                                      allow_unsafe=args.unsafe_load)
-    except (CheckpointError, ScalesError, FileNotFoundError, FileExistsError, IsADirectoryError,
-            NotADirectoryError, PermissionError, NoSpaceError, ValueError) as error:
-        print(f'rep-mm extract-scales: error: {error}', file=sys.stderr)
-        return 2
+    args, code = parse_or_exit_code(build_parser(), argv)  # --help (0), usage errors (2)
+    if args is None:
+        return code
+    summary, code = run_reporting_errors(
+        'rep-mm extract-scales',
+        lambda: extract_scales_file(args.checkpoint, args.out, args.config, args.overwrite,
+                                    allow_unsafe=args.unsafe_load),
+        bad_input=(CheckpointError, ScalesError, FileNotFoundError, FileExistsError,
+                   IsADirectoryError, NotADirectoryError, PermissionError, NoSpaceError,
+                   ValueError))
+    if code is not None:
+        return code
     print(f"wrote {summary['num_scales']} scales of {summary['num_blocks']} blocks to "
           f"{summary['out']}")
     return 0

@@ -2,7 +2,8 @@
 import math
 from typing import Any, Optional
 
-__all__ = ['check_ints', 'check_conv_args', 'check_ratio']
+__all__ = ['check_ints', 'check_conv_args', 'check_ratio', 'check_groups_divide',
+           'check_odd_kernel']
 
 
 def _is_int(value: Any) -> bool:
@@ -24,9 +25,21 @@ def check_conv_args(owner: str, in_channels: Any, out_channels: Any, kernel_size
                kernel_size=kernel_size, stride=stride, dilation=dilation, groups=groups)
     if padding is not None:
         check_ints(owner, 0, padding=padding)
+    check_groups_divide(in_channels, out_channels, groups)
+
+
+def check_groups_divide(in_channels: int, out_channels: int, groups: int) -> None:
+    """``groups`` divides both channel counts."""
     if in_channels % groups or out_channels % groups:
         raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must be '
                          f'divisible by groups ({groups})')
+
+
+def check_odd_kernel(owner: str, kernel_size: int, why: str) -> None:
+    """An odd ``kernel_size`` >= 1 (its branches need a centre); ``why`` ends the sentence
+    ``<owner> needs an odd kernel_size <why>, got <kernel_size>``."""
+    if kernel_size % 2 == 0 or kernel_size < 1:
+        raise ValueError(f'{owner} needs an odd kernel_size {why}, got {kernel_size}')
 
 
 def check_ratio(owner: str, name: str, value: Any, allow_zero: bool = False,

@@ -18,7 +18,7 @@ from ..fusion import KernelBias, fuse_bn, sum_branches
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
-from ._checks import check_conv_args, check_ratio
+from ._checks import check_conv_args, check_odd_kernel, check_ratio
 
 
 class ACBlock(ReparamBlock):
@@ -56,14 +56,8 @@ class ACBlock(ReparamBlock):
                         padding)
         if gamma_init is not None:
             check_ratio('ACBlock', 'gamma_init', gamma_init, allow_zero=True)
-        if kernel_size % 2 == 0 or kernel_size < 1:
-            raise ValueError(f'ACBlock needs an odd kernel_size so that the kx1 and 1xk kernels '
-                             f'have a centre, got {kernel_size}')
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must '
-                             f'be divisible by groups ({groups})')
-        if padding < 0:
-            raise ValueError(f'padding must be >= 0, got {padding}')
+        # channels % groups and padding >= 0: checked by check_conv_args above
+        check_odd_kernel('ACBlock', kernel_size, 'so that the kx1 and 1xk kernels have a centre')
         if reduce_gamma and gamma_init is not None:
             raise ValueError('give either reduce_gamma=True or gamma_init, not both')
         self.in_channels, self.out_channels = in_channels, out_channels

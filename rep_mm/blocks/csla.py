@@ -31,7 +31,7 @@ from ..fusion import KernelBias, fuse_bn, identity_kernel, sum_branches
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
 from .nonlinear import build_nonlinear
-from .repghost import depthwise_fused_conv, ghost_primary_conv
+from .repghost import depthwise_fused_conv, init_ghost_module
 from ._checks import check_conv_args, check_ints, check_ratio
 
 MODES = ('target', 'hs', 'csla')
@@ -199,10 +199,8 @@ class RepOptGhostModule(ReparamBlock):
                  deploy: bool = False) -> None:
         super().__init__()
         self.mode = check_mode(mode)
-        check_ints('RepOptGhostModule', 1, in_channels=in_channels, out_channels=out_channels,
-                   dw_size=dw_size)
-        self.out_channels, self.dw_size, self.deploy = out_channels, dw_size, deploy
-        self.primary_conv = ghost_primary_conv(in_channels, out_channels, relu, norm_cfg)
+        init_ghost_module(self, 'RepOptGhostModule', in_channels, out_channels, relu, dw_size,
+                          norm_cfg, deploy)
         if deploy:
             self.cheap_operation = self._make_fused_conv()
         else:

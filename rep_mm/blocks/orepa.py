@@ -26,7 +26,8 @@ from ..fusion import (KernelBias, channel_identity, compose_1x1_kxk, depthwise_s
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
-from ._checks import check_conv_args, check_ints, check_ratio
+from ._checks import (check_conv_args, check_groups_divide, check_ints, check_odd_kernel,
+                      check_ratio)
 
 DW_EXPANSION = 8  # depthwise filters per input channel in the depthwise-separable branch
 # initial branch scales: origin, avg, prior, 1x1-kxk, 1x1, depthwise-separable
@@ -75,12 +76,9 @@ class OREPAKernelMixin:
                            kernel_size: int, groups: int, internal: Optional[int],
                            with_1x1: bool, vector_rows: int, init_hyper_para: float = 1.0,
                            init_hyper_gamma: float = 1.0, single_init: bool = False) -> None:
-        if kernel_size % 2 == 0 or kernel_size < 1:
-            raise ValueError(f'OREPA needs an odd kernel_size (the prior, average and 1x1 '
-                             f'branches are centred), got {kernel_size}')
-        if in_channels % groups or out_channels % groups:
-            raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) '
-                             f'must be divisible by groups ({groups})')
+        check_odd_kernel('OREPA', kernel_size,
+                         '(the prior, average and 1x1 branches are centred)')
+        check_groups_divide(in_channels, out_channels, groups)
         if internal is None:
             internal = in_channels if groups <= 4 else 2 * in_channels
         if internal % groups:
@@ -244,10 +242,7 @@ class OREPA(OREPAKernelMixin, GeneratedKernelBlock):
         self.padding = dilation * (kernel_size // 2) if padding is None else padding
         self.deploy = deploy
         self.nonlinear = build_nonlinear(nonlinear)
-        if deploy:
-            if in_channels % groups or out_channels % groups:
-                raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) '
-                                 f'must be divisible by groups ({groups})')
+        if deploy:  # channels % groups: checked by check_conv_args above
             self.in_channels, self.out_channels = in_channels, out_channels
             self.kernel_size, self.groups = kernel_size, groups
             self.orepa_reparam = self._make_fused_conv()

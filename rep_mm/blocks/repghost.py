@@ -81,6 +81,16 @@ def ghost_primary_conv(in_channels: int, out_channels: int, relu: bool,
         nn.ReLU(inplace=True) if relu else nn.Sequential())
 
 
+def init_ghost_module(module: nn.Module, owner: str, in_channels: int, out_channels: int,
+                      relu: bool, dw_size: int, norm_cfg: Optional[dict], deploy: bool) -> None:
+    """What every ghost module's ``__init__`` starts with (:class:`RepGhostModule` and
+    ``RepOptGhostModule``): check the sizes, set ``out_channels``, ``dw_size``, ``deploy`` and
+    build ``primary_conv`` (:func:`ghost_primary_conv`)."""
+    check_ints(owner, 1, in_channels=in_channels, out_channels=out_channels, dw_size=dw_size)
+    module.out_channels, module.dw_size, module.deploy = out_channels, dw_size, deploy
+    module.primary_conv = ghost_primary_conv(in_channels, out_channels, relu, norm_cfg)
+
+
 def depthwise_fused_conv(channels: int, kernel_size: int) -> nn.Conv2d:
     """The deploy form of a ghost module's cheap operation: a same-size depthwise conv with bias."""
     return nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2, groups=channels,
@@ -105,10 +115,8 @@ class RepGhostModule(ReparamBlock):
     def __init__(self, in_channels: int, out_channels: int, relu: bool = True, dw_size: int = 3,
                  norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
         super().__init__()
-        check_ints('RepGhostModule', 1, in_channels=in_channels, out_channels=out_channels,
-                   dw_size=dw_size)
-        self.out_channels, self.dw_size, self.deploy = out_channels, dw_size, deploy
-        self.primary_conv = ghost_primary_conv(in_channels, out_channels, relu, norm_cfg)
+        init_ghost_module(self, 'RepGhostModule', in_channels, out_channels, relu, dw_size,
+                          norm_cfg, deploy)
         if deploy:
             self.cheap_operation = self._make_fused_conv()
         else:

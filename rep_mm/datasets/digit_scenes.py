@@ -37,6 +37,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ._tree import extra_files_message, unexpected_loader_files, write_or_reuse_tree
+from .digits import sklearn_digits, stratified_split
 
 __all__ = ['prepare_digit_scenes', 'DigitScenesError', 'SCENE_CLASSES', 'SCENE_PALETTE',
            'DIGIT_CATEGORIES', 'SCENE_SPLITS']
@@ -77,21 +78,14 @@ def _check_args(num_train, num_val, size, seed, max_digits) -> None:
 
 def _load_digits() -> Tuple[np.ndarray, np.ndarray]:
     """``(images float32 (N, 8, 8) in 0..255, labels int64 (N,))`` of scikit-learn's digits."""
-    try:
-        from sklearn.datasets import load_digits
-    except ImportError as error:  # pragma: no cover - sklearn is a demo/test dependency
-        raise ImportError('prepare_digit_scenes needs scikit-learn (pip install scikit-learn); '
-                          'it reads the digits shipped inside its wheel') from error
-    digits = load_digits()
-    return (digits.images * (255.0 / 16.0)).astype(np.float32), digits.target.astype(np.int64)
+    images, labels = sklearn_digits('prepare_digit_scenes')
+    return images.astype(np.float32), labels
 
 
 def _digit_pools(labels: np.ndarray, seed: int) -> Dict[str, np.ndarray]:
     """Disjoint, stratified, sorted indices of the digits each split may use."""
-    from sklearn.model_selection import train_test_split
-    train, val = train_test_split(np.arange(len(labels)), test_size=VAL_DIGIT_FRACTION,
-                                  stratify=labels, random_state=seed, shuffle=True)
-    return {'train': np.sort(train), 'val': np.sort(val)}
+    train, val = stratified_split(labels, VAL_DIGIT_FRACTION, seed)
+    return {'train': train, 'val': val}
 
 
 def _upscale(image: np.ndarray, side: int) -> np.ndarray:

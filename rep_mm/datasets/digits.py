@@ -59,24 +59,38 @@ def _check_args(size: int, seed: int, test_size: int) -> None:
                           f'image per class on both sides), got {test_size!r}')
 
 
-def _load() -> Tuple[np.ndarray, np.ndarray]:
-    """``(images uint8 (N, 8, 8) in 0..255, labels (N,))`` of scikit-learn's digits."""
+def sklearn_digits(caller: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``(images float64 (N, 8, 8) scaled to 0..255, labels int64 (N,))`` of scikit-learn's
+    digits; ``caller`` names the function in the message when scikit-learn is missing. Shared
+    with :mod:`rep_mm.datasets.digit_scenes`."""
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:  # pragma: no cover - sklearn is a demo/test dependency
-        raise ImportError('prepare_digits needs scikit-learn (pip install scikit-learn); '
+        raise ImportError(f'{caller} needs scikit-learn (pip install scikit-learn); '
                           'it reads the digits shipped inside its wheel') from error
     digits = load_digits()
-    images = np.rint(digits.images * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return images, digits.target.astype(np.int64)
+    return digits.images * (255.0 / 16.0), digits.target.astype(np.int64)
+
+
+def stratified_split(labels: np.ndarray, test_size, seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Stratified ``(train, test)`` indices of ``labels`` (each sorted) drawn from ``seed``;
+    ``test_size`` is a count or a fraction (as scikit-learn's ``train_test_split``)."""
+    from sklearn.model_selection import train_test_split
+    train, test = train_test_split(np.arange(len(labels)), test_size=test_size,
+                                   stratify=labels, random_state=seed, shuffle=True)
+    return np.sort(train), np.sort(test)
+
+
+def _load() -> Tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 (N, 8, 8) in 0..255, labels (N,))`` of scikit-learn's digits."""
+    images, labels = sklearn_digits('prepare_digits')
+    return np.rint(images).clip(0, 255).astype(np.uint8), labels
 
 
 def _split(labels: np.ndarray, seed: int, test_size: int) -> Dict[str, np.ndarray]:
     """Stratified train/test indices (sorted) drawn from ``seed``."""
-    from sklearn.model_selection import train_test_split
-    train, test = train_test_split(np.arange(len(labels)), test_size=test_size,
-                                   stratify=labels, random_state=seed, shuffle=True)
-    return {'train': np.sort(train), 'test': np.sort(test)}
+    train, test = stratified_split(labels, test_size, seed)
+    return {'train': train, 'test': test}
 
 
 def _encode_png(image: np.ndarray, size: int) -> bytes:

@@ -1,16 +1,17 @@
 """``rep-mm export`` / ``tools/deploy.py``: argument parsing, the summary printed, exit codes."""
 from __future__ import annotations
 
-import sys
 from typing import Optional, Sequence
 
+from ..cli_args import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_overwrite, add_random_init,
+                        add_unsafe_load, add_work_dir_inputs, parse_or_exit_code,
+                        run_reporting_errors)
 from .errors import DeployError, ExportFailed
 from .pipeline import export
 from .report import DEFAULT_TOLERANCE
 
 __all__ = ['EXIT_OK', 'EXIT_FAILED', 'EXIT_BAD_INPUT', 'build_parser', 'main']
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
 def build_parser():
@@ -20,13 +21,11 @@ def build_parser():
         description='Convert every re-param block, export ONNX through mmdeploy, run it in '
                     'onnxruntime on a real image and compare with PyTorch. Exit codes: 0 '
                     'pass, 1 error or graph check beyond the limits, 2 bad input.')
-    parser.add_argument('config', help='mmpretrain / mmseg / mmdet config using rep_mm')
-    parser.add_argument('checkpoint', nargs='?',
-                        help='training-form or converted checkpoint (omit with --random-init)')
-    parser.add_argument('--work-dir', required=True,
-                        help='output directory (ONNX, converted.pth, SDK meta, report.json)')
-    parser.add_argument('--random-init', action='store_true',
-                        help='no checkpoint: random weights, randomised BN statistics (smoke)')
+    add_work_dir_inputs(
+        parser, 'mmpretrain / mmseg / mmdet config using rep_mm',
+        'training-form or converted checkpoint (omit with --random-init)',
+        'output directory (ONNX, converted.pth, SDK meta, report.json)')
+    add_random_init(parser)
     parser.add_argument('--image', help='input image (default: a digit / digit scene made by '
                                         'rep_mm.datasets)')
     parser.add_argument('--deploy-config',
@@ -35,10 +34,9 @@ def build_parser():
     parser.add_argument('--tolerance', type=float, default=DEFAULT_TOLERANCE,
                         help='max relative error ONNX vs PyTorch, max|a-b|/max|a| '
                              f'(default {DEFAULT_TOLERANCE:g})')
-    parser.add_argument('--overwrite', action='store_true',
-                        help='replace outputs of an earlier export in the work dir')
-    parser.add_argument('--unsafe-load', action='store_true',
-                        help='unpickle the checkpoint fully (weights_only=False): trusted only')
+    add_overwrite(parser, 'replace outputs of an earlier export in the work dir')
+    add_unsafe_load(parser, 'unpickle the checkpoint fully (weights_only=False): trusted only',
+                    legacy_alias=False)
     parser.add_argument('--seed', type=int, default=0, help='seed of --random-init and image')
     parser.add_argument('--no-sdk', action='store_true', help='skip mmdeploy SDK meta')
     parser.add_argument('--no-sdk-run', action='store_true',
@@ -69,24 +67,19 @@ def _sdk_summary(check: dict) -> str:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``rep-mm export`` / ``tools/deploy.py``: returns the exit code."""
     from ..checkpoint import CheckpointError
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, usage errors
-        return int(exit_.code or 0)
-    try:
-        report = export(args.config, args.work_dir, checkpoint=args.checkpoint,
-                        random_init=args.random_init, image=args.image,
-                        deploy_config=args.deploy_config, tolerance=args.tolerance,
-                        overwrite=args.overwrite, unsafe_load=args.unsafe_load, seed=args.seed,
-                        sdk=not args.no_sdk, quiet=args.quiet,
-                        sdk_run=not args.no_sdk_run)
-    except (DeployError, CheckpointError, FileExistsError) as error:
-        print(f'rep-mm export: error: {error}', file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except ExportFailed as error:
-        print(f'rep-mm export: FAIL: {error}', file=sys.stderr)
-        return EXIT_FAILED
+    args, code = parse_or_exit_code(build_parser(), argv)  # --help, usage errors
+    if args is None:
+        return code
+    report, code = run_reporting_errors(
+        'rep-mm export',
+        lambda: export(args.config, args.work_dir, checkpoint=args.checkpoint,
+                       random_init=args.random_init, image=args.image,
+                       deploy_config=args.deploy_config, tolerance=args.tolerance,
+                       overwrite=args.overwrite, unsafe_load=args.unsafe_load, seed=args.seed,
+                       sdk=not args.no_sdk, quiet=args.quiet, sdk_run=not args.no_sdk_run),
+        bad_input=(DeployError, CheckpointError, FileExistsError), failed=ExportFailed)
+    if code is not None:
+        return code
     data = report.data
     graph = data['graph']
     print(f'{report.task}: {data["blocks"]["converted"]} block(s) converted, '

@@ -15,7 +15,24 @@ from ..registry import MODELS
 from .errors import DeployError
 
 __all__ = ['build_reparameterized_model', 'deploy_model_config', 'saved_model_config',
-           'ensure_resize']
+           'ensure_resize', 'build_like_mmdeploy']
+
+
+def build_like_mmdeploy(cfg: Any, seed: int) -> nn.Module:
+    """Build ``cfg.model`` like mmdeploy: the config's ``default_scope`` set, ``pretrained``
+    dropped, the config's ``data_preprocessor`` filled in, weights seeded by ``seed`` and
+    ``SyncBatchNorm`` reverted. Used by the export and the quantization pipelines."""
+    import torch
+    from mmengine.model import revert_sync_batchnorm
+    from mmengine.registry import MODELS as ROOT_MODELS
+    from mmengine.registry import init_default_scope
+    if cfg.get('default_scope'):
+        init_default_scope(cfg.default_scope)
+    model_cfg = copy.deepcopy(cfg.model)
+    model_cfg.pop('pretrained', None)
+    model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.get('data_preprocessor', {})))
+    torch.manual_seed(seed)
+    return revert_sync_batchnorm(ROOT_MODELS.build(model_cfg))
 
 
 @MODELS.register_module(name='ReparameterizedModel')

@@ -20,7 +20,7 @@ from .errors import DeployError
 from .graph import graph_checks
 from .exporter import exporter_choice
 from .inputs import check_inputs, sample_image
-from .model import ensure_resize, saved_model_config
+from .model import build_like_mmdeploy, ensure_resize, saved_model_config
 from .progress import STEPS, Progress
 from .report import DEFAULT_TOLERANCE, ExportReport, versions
 from .runtime import run_onnxruntime, run_torch2onnx
@@ -42,19 +42,10 @@ def build(config: str, deploy_config: Optional[str], seed: int, work: Path,
     deploy config, exporter and opset filled in).
     """
     from mmengine.config import Config
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS as ROOT_MODELS
-    from mmengine.registry import init_default_scope
     cfg = Config.fromfile(config)
     if 'model' not in cfg:
         raise DeployError(f'config {config!r} has no `model` field')
-    if cfg.get('default_scope'):
-        init_default_scope(cfg.default_scope)
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.pop('pretrained', None)
-    model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.get('data_preprocessor', {})))
-    torch.manual_seed(seed)
-    model = revert_sync_batchnorm(ROOT_MODELS.build(model_cfg))
+    model = build_like_mmdeploy(cfg, seed)
     codebase = codebase_of(model)
     task = TASKS[codebase][0]
     deploy_path = Path(deploy_config) if deploy_config else deploy_config_for(codebase)

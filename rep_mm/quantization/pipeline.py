@@ -2,7 +2,6 @@
 quantize with onnxruntime, check its int8 kernels, evaluate fp32 and int8, time both, report."""
 from __future__ import annotations
 
-import copy
 import os
 import time
 from pathlib import Path
@@ -66,19 +65,10 @@ def _check_arguments(config: str, work: Path, checkpoint: Optional[str], random_
 def _model_facts(cfg: Any, seed: int) -> Tuple[str, List[str]]:
     """Build the model (seeded, as mmdeploy) and fold a copy: its codebase and the paths of
     its re-param blocks (what a folded graph must hold as one Conv each)."""
-    import torch
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS, init_default_scope
-
     from ..deploy import DeployError, codebase_of
+    from ..deploy.model import build_like_mmdeploy
     from ..reparam import reparameterize
-    if cfg.get('default_scope'):
-        init_default_scope(cfg.default_scope)
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.pop('pretrained', None)
-    model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.get('data_preprocessor', {})))
-    torch.manual_seed(seed)
-    model = revert_sync_batchnorm(MODELS.build(model_cfg)).eval()
+    model = build_like_mmdeploy(cfg, seed).eval()
     try:
         codebase = codebase_of(model)
     except DeployError as error:

@@ -6,13 +6,13 @@ import os.path as osp
 import sys
 from typing import Optional, Sequence
 
+from ...cli_args import add_cfg_options, add_overwrite
 from .errors import QATError
 
 __all__ = ['main', 'build_parser']
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from mmengine.config import DictAction
     parser = argparse.ArgumentParser(
         prog='python -m rep_mm.quantization.qat',
         description='Fold a QAT checkpoint (config type rep_mm.QATModel) into a plain '
@@ -20,9 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('config', help='the QAT config the checkpoint was trained with')
     parser.add_argument('checkpoint', help='a Runner checkpoint of that QAT run')
     parser.add_argument('out', help='the deploy-form checkpoint to write')
-    parser.add_argument('--overwrite', action='store_true', help='replace an existing OUT')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, default=None,
-                        help='config overrides')
+    add_overwrite(parser)
+    add_cfg_options(parser, default=None)
     return parser
 
 
