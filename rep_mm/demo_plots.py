@@ -5,9 +5,7 @@ Both are drawn with matplotlib's Agg canvas (no display, no pyplot state) at a f
 """
 from __future__ import annotations
 
-import os
-import os.path as osp
-import tempfile
+import io
 from typing import List, Sequence, Tuple
 
 import numpy as np
@@ -36,19 +34,11 @@ def _new_figure(inches: Tuple[float, float]):
 
 
 def _save_png(figure, path: str) -> str:
-    """Write ``figure`` to ``path`` through a temporary file and a rename; return the path."""
-    path = osp.abspath(path)
-    os.makedirs(osp.dirname(path), exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.png',
-                                   dir=osp.dirname(path))
-    os.close(handle)
-    try:
-        figure.savefig(tmp, dpi=DPI, format='png')
-        os.replace(tmp, path)
-    finally:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Write ``figure`` to ``path`` atomically (:func:`rep_mm.fileio.write_bytes_atomic`)."""
+    from .fileio import write_bytes_atomic
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=DPI, format='png')
+    return write_bytes_atomic(path, buffer.getvalue())
 
 
 def choose_digits(labels: Sequence[int], pred_train: Sequence[int], pred_deploy: Sequence[int],

@@ -7,7 +7,6 @@ import json
 import os
 import os.path as osp
 import statistics
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
@@ -136,18 +135,9 @@ def side_by_side(rows: List[Tuple[str, str, str]]) -> List[str]:
 
 
 def write_json_atomic(obj, path: str) -> None:
-    """Write ``obj`` as JSON through a temp file in the same directory and ``os.replace``."""
-    directory = osp.dirname(osp.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=f'.{osp.basename(path)}.', suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(handle, 'w') as stream:
-            json.dump(obj, stream, indent=2, sort_keys=True)
-            stream.write('\n')
-        os.replace(tmp, path)
-    except BaseException:
-        if osp.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``obj`` as JSON atomically (:func:`rep_mm.fileio.write_bytes_atomic`)."""
+    from .fileio import write_bytes_atomic
+    text = json.dumps(obj, indent=2, sort_keys=True) + '\n'
+    write_bytes_atomic(path, text.encode('utf-8'))
 
 

@@ -54,6 +54,28 @@ def make_temp_file(out: str) -> Tuple[int, str]:
     return tempfile.mkstemp(prefix=temp_prefix(out), suffix='.tmp', dir=directory)
 
 
+def write_bytes_atomic(path: str, data: bytes) -> str:
+    """Write ``data`` to ``path`` through a temp file next to it (:func:`make_temp_file`) and
+    ``os.replace``: readers see the old file or the whole new one, never a part. The file gets
+    the permissions a plain ``open(path, 'wb')`` would give (``0o666`` less the umask).
+    Returns the absolute path."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    handle, tmp = make_temp_file(path)
+    try:
+        with os.fdopen(handle, 'wb') as stream:
+            stream.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
 def _pid_alive(pid: int) -> bool:
     if pid <= 0:
         return True  # not a pid we can reason about: treat as alive (never remove)

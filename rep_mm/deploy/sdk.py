@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any, Dict
+
+from ..fileio import write_bytes_atomic
 
 __all__ = ['SDK_FILES', 'write_sdk']
 
@@ -30,9 +31,7 @@ def write_sdk(enabled: bool, work: Path, deploy_cfg: Any, model_cfg: Any,
         if path.is_file():
             meta = json.loads(path.read_text())
             if _rename(meta, 'rep_mm.reparameterizedmodel', real_name):
-                tmp = path.with_name(path.name + '.tmp')
-                tmp.write_text(json.dumps(meta, indent=4) + '\n')
-                os.replace(tmp, path)
+                write_bytes_atomic(str(path), (json.dumps(meta, indent=4) + '\n').encode())
     return dict(written=len(files) == 3, files=files, note='')
 
 
