@@ -10,7 +10,7 @@ from typing import List, Tuple
 import torch
 from torch import nn
 
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 QUICK_REPVGG = dict(num_blocks=[1, 1, 1, 1], width_factor=[0.25, 0.25, 0.25, 0.5])
 QUICK_REPMLP = dict(channels=(16, 32, 64, 128), hs=(8, 4, 2, 1), ws=(8, 4, 2, 1),

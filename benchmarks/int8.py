@@ -17,7 +17,7 @@ interleaved onnxruntime latency):
 4. ``RepOpt-VGG PTQ``: Hyper-Search (``configs/repopt/repoptvgg-tiny-hs_1xb32_digits.py``) ->
    ``extract_scales_file`` -> target training with RepOptSGD
    (``configs/repopt/repoptvgg-tiny-target_1xb32_digits.py``), PTQ (the flow of
-   :mod:`rep_mm.demo_repopt`, with the arch override applied to both configs);
+   :mod:`rep_mm.demo.repopt`, with the arch override applied to both configs);
 5. ``plain VGG PTQ``: the RepOpt-VGG *target* structure (``rep_mm.RepOptVGG`` ``mode='target'``:
    one conv3x3 + BN + ReLU per block, no branches) trained with the RepVGG config's plain SGD
    optimizer (no scales, no RepOptInitHook): a normally trained network of the same shape.
@@ -116,7 +116,7 @@ def set_epochs(cfg, epochs: int, warmup: bool) -> None:
 
 def make_cfg(config: Path, work_dir: str, data_dir: str, quick: bool, counts: Dict, arch: Dict,
              epochs: int, warmup: bool, weight_decay: Optional[float], seed: int = 0):
-    from rep_mm.demo_utils import digits_demo_config
+    from rep_mm.demo.common import digits_demo_config
     cfg = digits_demo_config(config, data_dir, work_dir, quick, counts)
     set_model_arch(cfg.model, arch)
     set_epochs(cfg, epochs, warmup)
@@ -126,7 +126,7 @@ def make_cfg(config: Path, work_dir: str, data_dir: str, quick: bool, counts: Di
                                         max_keep_ckpts=1)
     cfg.randomness = dict(seed=seed)
     if quick:  # 32 test images (the quick demo config has 128): keeps --quick under 60 s
-        from rep_mm.demo_utils import spread_indices
+        from rep_mm.demo.common import spread_indices
         for key in ('val_dataloader', 'test_dataloader'):
             cfg[key]['dataset']['indices'] = spread_indices(counts['test'], QUICK_TEST_IMAGES)
         for hook in cfg.get('custom_hooks') or []:
@@ -142,7 +142,7 @@ def dump(cfg, path: str) -> str:
 
 
 def train(cfg, name: str) -> Dict:
-    from rep_mm.demo_repopt import _train_and_validate
+    from rep_mm.demo.repopt import _train_and_validate
     result = _train_and_validate(cfg, name)
     del result['runner']
     return result
@@ -307,7 +307,7 @@ def main(argv: Optional[List[str]] = None) -> Dict:
     runs = args.runs or (10 if args.quick else 200)
 
     from rep_mm.datasets import prepare_digits
-    from rep_mm.extract_scales import extract_scales_file
+    from rep_mm.cli.extract_scales import extract_scales_file
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = osp.abspath(args.work_dir or tmp)

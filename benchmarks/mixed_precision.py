@@ -36,7 +36,7 @@ from common import benchmark_parser, save_figure, save_results, subplots  # noqa
 
 from rep_mm.backbones import RepMLPNet, RepVGG, ReparamResNet  # noqa: E402
 from rep_mm.reparam import ReparamBlock, max_errors, reparameterize  # noqa: E402
-from rep_mm.testing import randomize_bn_statistics  # noqa: E402
+from rep_mm.verify.bn_statistics import randomize_bn_statistics  # noqa: E402
 
 DTYPES = {'float32': torch.float32, 'float16': torch.float16, 'bfloat16': torch.bfloat16}
 TINY_MLP = dict(channels=(16, 32, 64, 128), hs=(8, 4, 2, 1), ws=(8, 4, 2, 1),

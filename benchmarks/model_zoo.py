@@ -20,7 +20,7 @@ from common import benchmark_parser, save_figure, subplots, write_json  # noqa: 
 from rep_mm import reparameterize  # noqa: E402
 from rep_mm.backbones import (OREPARepVGG, RepGhostNet, RepMLPNet, RepOptGhostNet,  # noqa: E402
                               RepOptVGG, RepVGG, RepVGGplus, ReparamResNet)
-from rep_mm.testing import randomize_bn_statistics  # noqa: E402
+from rep_mm.verify.bn_statistics import randomize_bn_statistics  # noqa: E402
 
 
 def _builder(cls, arch, **kwargs):

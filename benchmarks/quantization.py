@@ -5,7 +5,7 @@ conversion (the fused kernels have outlier-heavy distributions), while RepOpt-VG
 the plain structure directly, quantizes like a normal network. Measured here on the digits:
 
 1. RepOpt-VGG: Hyper-Search -> extracted scales -> target training with RepOptSGD
-   (:func:`rep_mm.demo_repopt.run_repopt_demo`, the tiny digits arch);
+   (:func:`rep_mm.demo.repopt.run_repopt_demo`, the tiny digits arch);
 2. RepVGG of the same shape (``configs/repvgg/repvgg-tiny_1xb32_digits.py``: same stages,
    widths, strides, data, schedule, epochs, lr) trained with SGD, then converted;
 3. both in deploy form (RepOpt-VGG: BN folded; RepVGG: branches fused) go through torch's CPU
@@ -53,8 +53,8 @@ class PlainClassifier(nn.Module):
 
 
 def train_repvgg(work_dir: str, data_dir: str, quick: bool, counts: Dict) -> Dict:
-    from rep_mm.demo import digits_demo_config
-    from rep_mm.demo_repopt import _train_and_validate
+    from rep_mm.demo.classification import digits_demo_config
+    from rep_mm.demo.repopt import _train_and_validate
     cfg = digits_demo_config(REPVGG_CONFIG, data_dir, work_dir, quick, counts)
     result = _train_and_validate(cfg, 'quant_repvgg')
     del result['runner']
@@ -68,7 +68,7 @@ def deployed_classifier(config: str, checkpoint: str,
     from mmengine.registry import MODELS, init_default_scope
 
     from rep_mm import reparameterize
-    from rep_mm.checkpoint import load_checkpoint_file
+    from rep_mm.io.checkpoint import load_checkpoint_file
     cfg = Config.fromfile(config)
     init_default_scope(cfg.get('default_scope', 'mmpretrain'))
     model = MODELS.build(cfg.model)
@@ -210,7 +210,7 @@ def main(argv=None) -> Dict:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     from rep_mm.datasets import prepare_digits
-    from rep_mm.demo_repopt import TARGET_CONFIG, run_repopt_demo
+    from rep_mm.demo.repopt import TARGET_CONFIG, run_repopt_demo
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:

@@ -30,7 +30,7 @@ from common import (benchmark_parser, median, median_seconds, save_figure,  # no
 
 from rep_mm import reparameterize  # noqa: E402
 from rep_mm.backbones import RepVGG  # noqa: E402
-from rep_mm.testing import randomize_bn_statistics  # noqa: E402
+from rep_mm.verify.bn_statistics import randomize_bn_statistics  # noqa: E402
 
 TIMM_NAMES = {'A0': 'repvgg_a0', 'A1': 'repvgg_a1', 'A2': 'repvgg_a2', 'B0': 'repvgg_b0',
               'B1': 'repvgg_b1', 'B1g4': 'repvgg_b1g4', 'B2': 'repvgg_b2', 'B2g4': 'repvgg_b2g4',

@@ -9,7 +9,7 @@ __version__ = '0.1.0'
 from . import fusion, registry  # noqa: E402
 from .reparam import (ReparamBlock, ReparamError, ReparamReport,  # noqa: E402
                       reparameterize, verify_equivalence)
-from . import blocks, backbones, necks, heads, hooks, datasets, models  # noqa: E402,F401
+from . import blocks, backbones, necks, heads, hooks, datasets  # noqa: E402,F401
 from . import optim  # noqa: E402,F401
 from . import integrations  # noqa: E402,F401
 from .quantization import qat  # noqa: E402,F401  (registers rep_mm.QATModel / QATHook)

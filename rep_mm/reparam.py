@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from .compare import Comparison, compare
+from .verify.compare import Comparison, compare
 from .fusion import KernelBias
 
 __all__ = ['ReparamBlock', 'ReparamReport', 'ReparamError', 'reparameterize',
@@ -195,7 +195,7 @@ class ReparamReport:
         errors: ``'<path>: <reason>'`` of every block that could not be converted (left in
             training form): non-finite fused kernel / bias, or one that does not fit in the
             model's dtype.
-        comparison: the :class:`~rep_mm.compare.Comparison` of the outputs (``verify``).
+        comparison: the :class:`~rep_mm.verify.compare.Comparison` of the outputs (``verify``).
         max_abs_error, max_rel_error: its headline errors; NaN when an output is not finite
             or a block could not be converted (the errors of "the converted model" are then
             undefined; ``comparison`` keeps the errors over the finite values).
@@ -279,7 +279,7 @@ def _flatten_tensors(output: Any) -> List[Tensor]:
 
 def compare_model_outputs(reference: Any, candidate: Any,
                           tolerance: Optional[float] = None) -> Comparison:
-    """:func:`rep_mm.compare.compare` of all tensors of two (nested) outputs of one model.
+    """:func:`rep_mm.verify.compare.compare` of all tensors of two (nested) outputs of one model.
 
     Raises:
         ValueError: the outputs hold no tensor, different numbers of tensors, or tensors of
@@ -392,7 +392,7 @@ def reparameterize(model: nn.Module,
             a DDP or mmengine wrapper. Blocks of other libraries that expose
             ``switch_to_deploy``, ``reparameterize`` or ``local_inject`` are converted too.
         verify: an input tensor (or a callable ``model -> output``) on which the outputs before
-            and after conversion are compared in eval mode (:mod:`rep_mm.compare`: any NaN /
+            and after conversion are compared in eval mode (:mod:`rep_mm.verify.compare`: any NaN /
             inf in either output fails); the model's train/eval modes are restored afterwards.
         inplace: convert ``model`` itself (default) or a deep copy, returned in ``report.model``.
         tolerance: relative tolerance for ``report.passed`` (default 1e-5 for fp32,

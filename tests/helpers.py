@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,7 +7,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rep_mm import fusion
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 F64 = dict(dtype=torch.float64)
 

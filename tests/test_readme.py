@@ -9,7 +9,7 @@ from mmengine.registry import init_default_scope
 
 import rep_mm  # noqa: F401  (registers rep_mm's modules)
 from rep_mm import reparameterize
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 README = Path(__file__).resolve().parents[1] / 'README.md'
 

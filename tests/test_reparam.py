@@ -11,7 +11,7 @@ from rep_mm import ReparamBlock, reparameterize, verify_equivalence
 from rep_mm.backbones import RepVGG
 from rep_mm.blocks import RepVGGBlock
 from rep_mm.reparam import max_errors
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 TINY = dict(num_blocks=(1, 1, 1, 1), width_factor=(0.25, 0.25, 0.25, 0.25))
 
@@ -212,7 +212,7 @@ def test_float64_conversion_still_exact():
 
 @pytest.mark.parametrize('command', ['convert', 'verify'])
 def test_cli_on_a_nan_checkpoint_exits_1_and_writes_nothing(command, tmp_path, capsys):
-    from rep_mm.cli import EXIT_FAILED, build_arch_model, main
+    from rep_mm.cli.main import EXIT_FAILED, build_arch_model, main
     model = randomize_bn_statistics(build_arch_model('RepVGG-A0'), 5)
     state = model.official_state_dict()
     state['stage1.0.rbr_dense.conv.weight'].view(-1)[7] = float('nan')

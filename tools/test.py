@@ -60,7 +60,7 @@ def set_deploy_hook(cfg, deploy: bool) -> None:
 
 def read_checkpoint(path: str):
     """The state dict of ``path`` (CRC-checked, weights_only); SystemExit(2) if unreadable."""
-    from rep_mm.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
+    from rep_mm.io.checkpoint import CheckpointError, extract_state_dict, load_checkpoint_file
     try:
         return extract_state_dict(load_checkpoint_file(path))
     except CheckpointError as error:
@@ -107,7 +107,7 @@ def check_checkpoint_fits(model: torch.nn.Module, path: str, state=None) -> None
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from rep_mm.fileio import check_output_path, load_config_file
+    from rep_mm.io.files import check_output_path, load_config_file
     if not osp.isfile(args.checkpoint):
         bad_input(f'checkpoint {args.checkpoint!r} is not a file')
     if args.out:
@@ -134,7 +134,7 @@ def main(argv=None) -> int:
     with safe_checkpoint_loading():
         metrics = runner.test()
     if args.out and runner.rank == 0:
-        from rep_mm.demo_utils import write_json_atomic
+        from rep_mm.demo.common import write_json_atomic
         write_json_atomic({k: float(v) if isinstance(v, (int, float)) else v
                            for k, v in metrics.items()}, args.out)
     shutdown_distributed()  # not on errors: a barrier would wait for a rank that has failed

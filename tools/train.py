@@ -58,7 +58,7 @@ def bad_input(message: str) -> None:
 
 def load_config(args) -> Config:
     """The config with command-line overrides, work dir and launcher applied."""
-    from rep_mm.fileio import ConfigError, load_config_file
+    from rep_mm.io.files import ConfigError, load_config_file
     try:
         cfg = load_config_file(args.config)
     except ConfigError as error:
@@ -77,7 +77,7 @@ def load_config(args) -> Config:
     if getattr(args, 'resume', None) == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif getattr(args, 'resume', None):
-        from rep_mm.checkpoint import CheckpointError, verify_zip_checkpoint
+        from rep_mm.io.checkpoint import CheckpointError, verify_zip_checkpoint
         if not osp.isfile(args.resume):
             bad_input(f'--resume checkpoint {args.resume!r} is not a file')
         try:  # the CRCs before the Runner reads it (torch.load does not check them)
@@ -160,7 +160,7 @@ def build_runner(cfg: Config):
 
 def safe_checkpoint_loading():
     """Context in which mmengine's ``torch.load`` accepts Runner checkpoints (and no more)."""
-    from rep_mm.checkpoint import runner_allow_list
+    from rep_mm.io.checkpoint import runner_allow_list
     return runner_allow_list()  # nests with rep_mm's own loads (torch's context does not)
 
 

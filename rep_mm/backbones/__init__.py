@@ -10,4 +10,4 @@ __all__ = ['RepMLPNet', 'RepVGG', 'RepVGGplus', 'RepGhostNet', 'RepOptGhostNet',
 __all__ += ['ReparamResNet']
 from .orepa_repvgg import OREPARepVGG  # noqa: E402
 __all__ += ['OREPARepVGG']
-from ..convert_backbone import build_reparam_wrapped  # noqa: E402,F401 (registers rep_mm.ReparamWrapped)
+from ..integrations.stock_backbones import build_reparam_wrapped  # noqa: E402,F401 (registers rep_mm.ReparamWrapped)

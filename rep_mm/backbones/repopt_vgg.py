@@ -90,7 +90,7 @@ class RepOptVGG(VGGLayoutBackbone):
         if self.mode == 'target' or self.deploy:
             raise ValueError('load_scales needs an hs or csla model (a target model takes the '
                              'scales through rep_mm.optim.RepOptVGGHandler instead)')
-        from ..optim.scales import match_scales
+        from ..optim.repopt.scales import match_scales
         expected = {k: v.shape for k, v in self.state_dict().items() if '.scale_' in k}
         targets = dict(self.named_parameters())
         targets.update(self.named_buffers())

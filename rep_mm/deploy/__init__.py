@@ -28,7 +28,7 @@ one held against ``tolerance``). Errors are ``max |a - b|`` and ``max |a - b| / 
 outputs. Detectors: the boxes after NMS are compared when both sides keep the same boxes with
 the same labels; the raw head outputs before NMS are always compared too (``pre_nms``), since a
 near-tie at the score threshold can change the kept boxes. Checks live in
-:mod:`rep_mm.onnx_checks`.
+:mod:`rep_mm.deploy.onnx_checks`.
 
 Graph checks: no ``BatchNormalization`` node, and every fused block maps to exactly one ``Conv``
 node (node scopes of the TorchScript exporter name the module path).

@@ -1,6 +1,6 @@
-"""Judging an export: ONNX outputs vs PyTorch (via :mod:`rep_mm.onnx_checks`) and the verdict.
+"""Judging an export: ONNX outputs vs PyTorch (via :mod:`rep_mm.deploy.onnx_checks`) and the verdict.
 
-Errors are ``max |a - b|`` and ``max |a - b| / max |a|`` over all outputs (:mod:`rep_mm.compare`:
+Errors are ``max |a - b|`` and ``max |a - b| / max |a|`` over all outputs (:mod:`rep_mm.verify.compare`:
 any NaN / inf in an output fails, also where both outputs hold it); the one held
 against ``tolerance`` is ONNX vs the training-form model (or vs the converted model when
 the checkpoint was already converted).
@@ -14,7 +14,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import numpy as np
 from torch import Tensor, nn
 
-from ..onnx_checks import compare_outputs, compare_pre_nms, rewritten_forward
+from .onnx_checks import compare_outputs, compare_pre_nms, rewritten_forward
 
 __all__ = ['compare_all', 'comparison_failures', 'judge']
 
@@ -45,7 +45,7 @@ def compare_all(model: nn.Module, training_form: Optional[nn.Module], deploy_cfg
 
 
 def comparison_failures(name: str, result: Dict[str, Any], tolerance: float) -> List[str]:
-    """Why one comparable comparison (a dict of :func:`rep_mm.onnx_checks.errors`) fails at
+    """Why one comparable comparison (a dict of :func:`rep_mm.deploy.onnx_checks.errors`) fails at
     ``tolerance``: its non-finite findings / empty outputs, or ``max_rel`` undefined or above
     ``tolerance``. Empty: it passes."""
     reasons = list(result.get('failures') or [])

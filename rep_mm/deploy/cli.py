@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from ..cli_args import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_overwrite, add_random_init,
+from ..cli.args import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_overwrite, add_random_init,
                         add_unsafe_load, add_work_dir_inputs, parse_or_exit_code,
                         run_reporting_errors)
 from .errors import DeployError, ExportFailed
@@ -66,7 +66,7 @@ def _sdk_summary(check: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``rep-mm export`` / ``tools/deploy.py``: returns the exit code."""
-    from ..checkpoint import CheckpointError
+    from ..io.checkpoint import CheckpointError
     args, code = parse_or_exit_code(build_parser(), argv)  # --help, usage errors
     if args is None:
         return code

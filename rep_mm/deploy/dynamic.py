@@ -128,7 +128,7 @@ def check_dynamic(model: nn.Module, reference_model: Optional[nn.Module], deploy
     """
     import onnxruntime as ort
 
-    from ..onnx_checks import flatten_outputs
+    from .onnx_checks import flatten_outputs
     axes = dynamic_axes_of(deploy_cfg)
     input_name = deploy_cfg.onnx_config.input_names[0]
     input_axes = axes.get(input_name, {})

@@ -49,7 +49,7 @@ __all__ = ['graph_checks', 'TRAINING_BRANCH_NAMES', 'node_module_path']
 LINEAR_OPS = ('Conv', 'ConvTranspose', 'Gemm', 'MatMul')
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 # Attribute names of the training-time branches rep_mm's blocks delete on conversion (used
-# only without a model; tests/test_deploy_families.py checks it covers every block family).
+# only without a model; tests/test_deploy/test_families.py checks it covers every block family).
 TRAINING_BRANCH_NAMES = frozenset({
     'rbr_dense', 'rbr_1x1', 'rbr_identity',                       # RepVGG / OREPA-RepVGG
     'fusion_bn', 'fusion_scale', 'final_bn',                      # RepGhost / RepOpt-GhostNet

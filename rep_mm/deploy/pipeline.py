@@ -121,7 +121,7 @@ def save(model: nn.Module, config: str, num_fused: int, work: Path, overwrite: b
     """Write ``converted.pth`` (``{'state_dict', 'meta'}``, atomically), ``deploy_model.py``
     and ``deploy_cfg.py``; returns the checkpoint's path."""
     from .. import __version__
-    from ..checkpoint import save_checkpoint_atomic
+    from ..io.checkpoint import save_checkpoint_atomic
     meta = dict(config=os.path.abspath(config), deploy=True,
                 source_checkpoint=data['checkpoint'],
                 converted_blocks=num_fused, rep_mm_version=__version__,
@@ -234,6 +234,6 @@ def export(config: str, work_dir: str, checkpoint: Optional[str] = None,
     data['seconds'] = progress.timings
     data['versions'] = versions()
     data['threads'] = torch.get_num_threads()
-    from ..demo_utils import write_json_atomic
+    from ..demo.common import write_json_atomic
     write_json_atomic(report.to_dict(), str(work / 'report.json'))
     return report

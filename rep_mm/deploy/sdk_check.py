@@ -184,7 +184,7 @@ def _rewritten_outputs(model: nn.Module, deploy_cfg: Any, inputs: Tensor,
     from mmdeploy.core import RewriterContext, patch_model
     from mmdeploy.utils import IR, get_backend
 
-    from ..onnx_checks import flatten_outputs
+    from .onnx_checks import flatten_outputs
     backend = get_backend(deploy_cfg).value
     opset = deploy_cfg.onnx_config.get('opset_version', 11)
     patched = patch_model(model, cfg=deploy_cfg, backend=backend, ir=IR.ONNX)

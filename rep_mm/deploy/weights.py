@@ -16,7 +16,7 @@ def load_into(model: nn.Module, checkpoint: str, allow_unsafe: bool) -> Tuple[st
 
     Returns the form (``'training'`` / ``'deploy'``) and notes.
     """
-    from ..checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
+    from ..io.checkpoint import (CheckpointError, extract_state_dict, load_checkpoint_file,
                               load_weights)
     from ..reparam import reparameterize
     state = extract_state_dict(load_checkpoint_file(checkpoint, allow_unsafe))
@@ -41,7 +41,7 @@ def init_weights(model: nn.Module, checkpoint: Optional[str], random_init: bool,
     """Random weights with randomised BN statistics (``random_init``), else
     :func:`load_into`. Returns the form (``'training'`` / ``'deploy'``) and notes."""
     if random_init:
-        from ..testing import randomize_bn_statistics
+        from ..verify.bn_statistics import randomize_bn_statistics
         randomize_bn_statistics(model, seed)
         return 'training', [f'random weights (seed {seed}), BN statistics randomised']
     return load_into(model, checkpoint, allow_unsafe)

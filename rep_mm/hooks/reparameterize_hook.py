@@ -20,7 +20,7 @@
   the converted one are run on the same preprocessed inputs (``mode='tensor'``, i.e. before
   any post-processing; features and RPN outputs for two-stage detectors) and ``max |a - b|``
   and ``max |a - b| / max |a|`` are logged
-  (:mod:`rep_mm.compare`: a NaN or infinity in either output is a failure, named with its
+  (:mod:`rep_mm.verify.compare`: a NaN or infinity in either output is a failure, named with its
   tensor, count and first index, also when the training-form output itself is not finite).
 * **Failures** (a failed check, or a block whose fused kernel would be NaN / inf or overflow
   the model's dtype) are logged as warnings, or raise ``RuntimeError`` with

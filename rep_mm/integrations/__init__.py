@@ -7,10 +7,19 @@
 * :mod:`.data_root`: mmengine's loops as ``rep_mm.EpochBasedTrainLoop`` / ``IterBasedTrainLoop`` /
   ``ValLoop`` / ``TestLoop``, which move every dataset with the config file's ``data_root`` to
   the one given on the command line (``--cfg-options data_root=DIR``), whichever script runs it.
+* :mod:`.mm_build`: :func:`build_model` (a config's model in its scope) and
+  :func:`unwrap_model` (the model inside DDP and other wrappers), used by every entry point.
+* :mod:`.mm_models`: the toolboxes' model types with a model-level ``switch_to_deploy()``
+  (``rep_mm.RepImageClassifier``, ``RepEncoderDecoder``, ``RepRetinaNet``, ``RepFasterRCNN``).
+* :mod:`.stock_backbones`: ACB / DBB / OREPA blocks swapped into a stock mm backbone, and
+  folded back into a stock checkpoint after training.
 """
 from .data_root import (EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop,
                         follow_data_root)
+from .mm_build import build_model, unwrap_model
+from .mm_models import DEPLOYABLE_MODELS, DeployableModelMixin
 from .runner_checkpoints import allow_runner_checkpoints
 
 __all__ = ['EpochBasedTrainLoop', 'IterBasedTrainLoop', 'ValLoop', 'TestLoop',
-           'follow_data_root', 'allow_runner_checkpoints']
+           'follow_data_root', 'allow_runner_checkpoints', 'DEPLOYABLE_MODELS',
+           'DeployableModelMixin', 'build_model', 'unwrap_model']

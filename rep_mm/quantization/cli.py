@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Optional, Sequence
 
-from ..cli_args import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_cfg_options, add_overwrite,
+from ..cli.args import (EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, add_cfg_options, add_overwrite,
                         add_random_init, add_unsafe_load, add_work_dir_inputs,
                         parse_or_exit_code, run_reporting_errors)
 from .errors import QuantizationError, QuantizationFailed
@@ -56,7 +56,7 @@ def build_parser():
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``rep-mm quantize``: returns the exit code."""
-    from ..checkpoint import CheckpointError
+    from ..io.checkpoint import CheckpointError
     from ..deploy import DeployError, ExportFailed
     from .pipeline import quantize
     from .report import summary_lines

@@ -85,7 +85,7 @@ def _model_facts(cfg: Any, seed: int) -> Tuple[str, List[str]]:
 
 def _check_folded(onnx_path: Path, fused: Sequence[str]) -> Dict[str, Any]:
     """Raise :class:`QuantizationError` when the fp32 graph is not the folded model."""
-    from ..onnx_checks import graph_checks
+    from ..deploy.onnx_checks import graph_checks
     graph = graph_checks(onnx_path, fused)
     if graph['batch_norm_nodes'] or (graph['scopes_named'] and graph['blocks_not_one_conv']):
         raise QuantizationError(

@@ -6,7 +6,7 @@ from rep_mm import reparameterize
 from rep_mm.backbones import RepGhostNet, RepOptGhostNet
 from rep_mm.blocks import RepGhostModule, RepOptGhostModule
 from rep_mm.blocks.repghost import make_divisible
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..conftest import load_golden, load_manifest, relative_error
 

@@ -6,7 +6,7 @@ from torch import nn
 
 from rep_mm import reparameterize
 from rep_mm.backbones import RepMLPNet
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..conftest import load_golden, load_manifest
 

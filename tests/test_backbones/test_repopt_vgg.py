@@ -5,7 +5,7 @@ import torch
 from rep_mm import reparameterize
 from rep_mm.backbones import RepOptVGG
 from rep_mm.blocks import RepOptVGGBlock
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..conftest import load_golden, load_manifest, relative_error
 

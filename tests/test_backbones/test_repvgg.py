@@ -8,7 +8,7 @@ from torch import nn
 from rep_mm import reparameterize
 from rep_mm.backbones import RepVGG, RepVGGplus
 from rep_mm.blocks import RepVGGBlock
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..conftest import load_golden, load_manifest
 

@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from rep_mm.blocks import ACBlock
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..conftest import load_golden, relative_error
 from . import checks

@@ -9,7 +9,7 @@ from torch import nn
 
 from rep_mm.blocks import RepMLPBlock
 from rep_mm.fusion import conv_to_fc
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..conftest import load_golden, relative_error
 from .checks import check_golden_block

@@ -61,7 +61,7 @@ def test_config_builds_classifies_32px_digits_and_converts_exactly(family):
 def _random_scales_file(tmp_path: Path) -> str:
     """Scales extracted (tools' extract_scales) from a Hyper-Search model of the hs config
     whose scales were drawn from ``U(0.5, 1.5)``."""
-    from rep_mm.extract_scales import extract_scales_file
+    from rep_mm.cli.extract_scales import extract_scales_file
     _, hs = build('repoptghostnet-hs')
     generator = torch.Generator().manual_seed(0)
     with torch.no_grad():

@@ -14,8 +14,8 @@ from mmengine.registry import MODELS, PARAM_SCHEDULERS, init_default_scope
 import rep_mm  # noqa: F401  (registers rep_mm's modules)
 from rep_mm import reparameterize
 from rep_mm.blocks import OREPA, OREPALargeConv
-from rep_mm.convert_backbone import fold_to_stock
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.integrations.stock_backbones import fold_to_stock
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 from tests.conftest import load_manifest, relative_error
 
 from ..helpers import load_train_tool

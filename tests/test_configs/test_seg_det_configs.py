@@ -23,7 +23,7 @@ import rep_mm  # noqa: F401  (registers rep_mm's modules)
 from rep_mm import reparameterize
 from rep_mm.blocks import RepVGGBlock
 from rep_mm.datasets import prepare_digit_scenes
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..helpers import load_train_tool
 

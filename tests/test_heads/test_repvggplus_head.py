@@ -8,7 +8,7 @@ from mmpretrain.structures import DataSample
 import rep_mm  # noqa: F401  (registers rep_mm's modules)
 from rep_mm import reparameterize
 from rep_mm.heads import RepVGGplusClsHead
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 from tests.conftest import load_golden, load_manifest, relative_error
 
 # the arch of the golden case (channels 8, 8, 16, 16, 32)

@@ -17,7 +17,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import rep_mm  # noqa: F401  (registers rep_mm.RepVGG and rep_mm.ReparameterizeHook)
 from rep_mm.hooks import ReparameterizeHook
 from rep_mm.hooks.reparameterize_hook import unwrap_model
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 TOLERANCE = 1e-5
 CLASSES = (0, 1, 2)

@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from rep_mm.backbones import RepOptGhostNet, RepOptVGG
 from rep_mm.blocks import RepOptGhostModule, RepOptVGGBlock
 from rep_mm.optim import (RepOptAdamW, RepOptSGD, build_handler, official_param_groups)
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from .helpers import uniform_
 

@@ -15,11 +15,11 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 import rep_mm  # noqa: F401  (registers the rep_mm scope)
-from rep_mm import cli
+from rep_mm.cli import main as cli
 from rep_mm.backbones import RepOptVGG
 from rep_mm.blocks.csla import RepOptVGGBlock
-from rep_mm.checkpoint import load_checkpoint_file
-from rep_mm.demo_utils import build_runner
+from rep_mm.io.checkpoint import load_checkpoint_file
+from rep_mm.demo.common import build_runner
 from rep_mm.optim import RepOptSGD, build_handler
 
 from ..helpers import run_python
@@ -152,7 +152,7 @@ def test_target_trains_from_the_scales_after_the_rule_of_initialisation(
 
 
 def test_repopt_demo_quick(tmp_path):
-    from rep_mm import demo_repopt
+    from rep_mm.demo import repopt as demo_repopt
     assert demo_repopt.main(['--work-dir', str(tmp_path), '--quick']) == 0
     import json
     summary = json.loads((tmp_path / demo_repopt.SUMMARY_NAME).read_text())

@@ -16,7 +16,7 @@ from mmpretrain.registry import DATASETS
 from PIL import Image
 
 import rep_mm  # noqa: F401  (registers the rep_mm scope)
-from rep_mm.extract_scales import extract_scales_file
+from rep_mm.cli.extract_scales import extract_scales_file
 from rep_mm.optim import RepOptSGD
 
 from ..conftest import reference_path

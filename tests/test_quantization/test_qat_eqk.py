@@ -12,7 +12,7 @@ from rep_mm.blocks import OREPARepVGGBlock, RepOptVGGBlock, RepVGGBlock
 from rep_mm.quantization.qat import (QATError, eqk_blocks, fake_quant_disabled,
                                      fake_quant_weight, prepare_eqk_qat, quantize_weight_int8,
                                      strip_eqk_qat, weight_scale)
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..conftest import relative_error
 from .test_qat_insert_bn import (TOLERANCE, build_deploy_config_model, build_digits_model,

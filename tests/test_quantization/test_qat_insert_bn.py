@@ -14,7 +14,7 @@ from rep_mm.quantization.qat import (BNConv2d, QATError, calibrate_inserted_bn,
                                      fake_quant_disabled, fake_quant_weight, fold_bn,
                                      insert_bn, inserted_bn_modules, prepare_eqk_qat,
                                      prepare_insert_bn, with_deploy)
-from rep_mm.testing import randomize_bn_statistics
+from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..conftest import REPO_ROOT, relative_error
 

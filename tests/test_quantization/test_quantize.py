@@ -191,7 +191,7 @@ def test_not_folded_onnx(tmp_path, data_root, capsys):
     from mmengine.registry import MODELS, init_default_scope
 
     import rep_mm  # noqa: F401 - registers
-    from rep_mm.testing import randomize_bn_statistics
+    from rep_mm.verify.bn_statistics import randomize_bn_statistics
     cfg = Config.fromfile(CLS_CONFIG)
     init_default_scope('mmpretrain')
     model = randomize_bn_statistics(MODELS.build(cfg.model)).eval()

@@ -6,7 +6,7 @@ import os.path as osp
 import sys
 from typing import Optional, Sequence
 
-from ...cli_args import add_cfg_options, add_overwrite
+from ...cli.args import add_cfg_options, add_overwrite
 from .errors import QATError
 
 __all__ = ['main', 'build_parser']
@@ -29,7 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Exit 0 on success, 2 on bad input (one-line message on stderr)."""
     args = build_parser().parse_args(argv)
     import rep_mm  # noqa: F401  registers the models
-    from ...checkpoint import CheckpointError
+    from ...io.checkpoint import CheckpointError
     from .model import fold_checkpoint
     for label, path in (('config', args.config), ('checkpoint', args.checkpoint)):
         if not osp.isfile(path):

@@ -319,7 +319,7 @@ def fold_checkpoint(config: str, checkpoint: str, out: str,
     from mmengine.config import Config
     from mmengine.registry import init_default_scope
 
-    from ...checkpoint import extract_state_dict, load_checkpoint_file
+    from ...io.checkpoint import extract_state_dict, load_checkpoint_file
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
