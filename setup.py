@@ -3,11 +3,11 @@ from setuptools import find_packages, setup
 
 
 def version() -> str:
-    with open('rep_mm/__init__.py', encoding='utf-8') as f:
+    with open('rep_mm/version.py', encoding='utf-8') as f:
         for line in f:
             if line.startswith('__version__'):
                 return line.split('=')[1].strip().strip("'\"")
-    raise RuntimeError('no __version__ in rep_mm/__init__.py')
+    raise RuntimeError('no __version__ in rep_mm/version.py')
 
 
 setup(

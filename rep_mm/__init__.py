@@ -4,7 +4,7 @@ Importing ``rep_mm`` registers its backbones, heads, hooks and optimizers in the
 scope, so any MMPretrain / MMSegmentation / MMDetection config can use them after
 ``custom_imports = dict(imports=['rep_mm'], allow_failed_imports=False)``.
 """
-__version__ = '0.1.0'
+from .version import __version__
 
 from . import fusion, registry  # noqa: E402
 from .reparam import (ReparamBlock, ReparamError, ReparamReport,  # noqa: E402
