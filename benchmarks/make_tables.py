@@ -97,17 +97,6 @@ def orepa_training_cost(data: Dict) -> str:
     return table + f'\nRatios: {ratios}.\n'
 
 
-def quantization(data: Dict) -> str:
-    rows = []
-    for model, r in data['models'].items():
-        for qconfig in data['qconfigs']:
-            rows.append([model, f"{r['fp32_top1']:.2f}", qconfig, f"{r['int8_top1'][qconfig]:.2f}",
-                         f"{r['int8_logit_rel_error'][qconfig]:.3f}",
-                         str(r['int8_changed_predictions'][qconfig])])
-    return _table(['model (digits)', 'fp32 top-1', 'int8 qconfig', 'int8 top-1',
-                   'int8 logit rel. error', 'changed predictions'], rows)
-
-
 def mixed_precision(data: Dict) -> str:
     rows = []
     for model, per_dtype in data['results'].items():
@@ -121,7 +110,7 @@ def mixed_precision(data: Dict) -> str:
 TABLES: Dict[str, Callable[[Dict], str]] = {
     'model_zoo': model_zoo, 'throughput': throughput, 'conversion_time': conversion_time,
     'ort_latency': ort_latency, 'repopt_speed': repopt_speed,
-    'orepa_training_cost': orepa_training_cost, 'quantization': quantization,
+    'orepa_training_cost': orepa_training_cost,
     'mixed_precision': mixed_precision}
 
 

@@ -83,28 +83,6 @@ def test_repopt_speed_quick(tmp_path):
     assert (tmp_path / 'repopt_speed_quick.png').stat().st_size > 1000
 
 
-@pytest.mark.slow  # trains three tiny models with the Runner (15-35 s on one core)
-def test_quantization_quick(tmp_path):
-    payload = load('quantization').main(['--quick', '--out-dir', str(tmp_path),
-                                         '--work-dir', str(tmp_path / 'work')])
-    assert set(payload['models']) == {'RepOpt-VGG', 'RepVGG (converted)'}
-    for row in payload['models'].values():
-        assert 0 <= row['fp32_top1'] <= 100
-        assert set(row['int8_top1']) == {'x86 per-channel', 'per-tensor weights'}
-        assert all(0 <= v <= 100 for v in row['int8_top1'].values())
-        # int8 really ran: its logits differ from fp32 a little, not wildly
-        assert all(0 < v < 0.5 for v in row['int8_logit_rel_error'].values())
-        assert all(0 <= v <= 128 for v in row['int8_changed_predictions'].values())
-        assert row['conversion']['max_rel_error'] <= 1e-5
-        assert len(row['weights']) == 7  # the 7 deploy-form 3x3 convs of the tiny arch
-    # converted in deploy form: both are plain VGGs with the same conv shapes
-    assert payload['models']['RepVGG (converted)']['conversion']['converted_blocks'] == 7
-    assert payload['test_images'] == 128 and payload['calibration_images'] == 32
-    data = json.loads((tmp_path / 'quantization_quick.json').read_text())
-    assert data['machine']['torch'] and data['flow'].startswith('torch.ao.quantization')
-    assert (tmp_path / 'quantization_quick.png').stat().st_size > 1000
-
-
 def test_conversion_time_quick(tmp_path):
     rows = load('conversion_time').main(['--quick', '--threads', '1',
                                          '--out-dir', str(tmp_path)])
