@@ -7,9 +7,14 @@ Conventions (PyTorch's): a conv kernel has shape ``(C_out, C_in // groups, k_h, 
 bias has shape ``(C_out,)``. A *branch* is a ``(kernel, bias)`` pair; two branches that see the
 same input with the same stride and aligned centres add up to one branch:
 ``conv(x, K1) + b1 + conv(x, K2) + b2 = conv(x, K1 + K2) + (b1 + b2)``.
+
+Topics, in order: dtypes; BatchNorm; constant kernels (identity, averaging); per-channel
+scales; parallel branches (padding, sums); sequential composition (1x1 -> kxk, 1x1 ->
+depthwise, kxk -> kxk, depthwise -> 1x1); CSLA kernels; conv -> FC.
 """
 from __future__ import annotations
 
+import math
 from typing import Iterable, Optional, Sequence, Tuple, Union
 
 import torch
@@ -17,8 +22,22 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 __all__ = [
-    'KernelBias', 'fusion_dtype', 'bn_scale_shift', 'fuse_bn', 'pad_kernel', 'identity_kernel',
-    'avg_pool_kernel', 'sum_branches', 'conv_to_fc',
+    # types and dtypes
+    'KernelBias', 'fusion_dtype',
+    # BatchNorm
+    'bn_scale_shift', 'fuse_bn', 'shift_only_batchnorm_',
+    # constant kernels
+    'identity_kernel', 'channel_identity', 'avg_pool_kernel',
+    # per-channel scales
+    'scale_output_channels',
+    # parallel branches
+    'pad_kernel', 'sum_branches',
+    # sequential composition
+    'compose_1x1_kxk', 'compose_1x1_depthwise', 'compose_kernels', 'depthwise_separable_kernel',
+    # CSLA (RepOptimizer) kernels
+    'csla_kernel',
+    # conv -> FC
+    'conv_to_fc',
 ]
 
 KernelBias = Tuple[Tensor, Tensor]
@@ -34,18 +53,33 @@ def _pair(size: Size2) -> Tuple[int, int]:
     return size  # type: ignore[return-value]
 
 
+def _check_groups(name: str, channels: int, groups: int) -> None:
+    if channels % groups:
+        raise ValueError(f'{name} ({channels}) must be divisible by groups ({groups})')
+
+
+# ---------------------------------------------------------------------------------------------
+# dtypes
+# ---------------------------------------------------------------------------------------------
+
 def fusion_dtype(dtype: torch.dtype) -> torch.dtype:
     """The dtype to fold in: at least float32 (fp16/bf16 are folded in fp32, then cast back)."""
     return torch.promote_types(dtype, torch.float32)
 
 
+# ---------------------------------------------------------------------------------------------
+# BatchNorm
+# ---------------------------------------------------------------------------------------------
+
 def bn_scale_shift(bn: _BatchNorm, dtype: Optional[torch.dtype] = None) -> Tuple[Tensor, Tensor]:
-    """Per-channel ``(scale, shift)`` of a BatchNorm in inference form.
+    """Per-channel ``(scale, shift)``, each ``(C,)``, of a BatchNorm in inference form.
 
     ``BN(y) = gamma * (y - mu) / sqrt(var + eps) + beta = scale * y + shift`` with
-    ``scale = gamma / sqrt(var + eps)`` and ``shift = beta - mu * scale``. Uses the running
-    statistics whatever the module's mode, so folding works in train and eval mode alike.
-    Differentiable with respect to ``gamma`` and ``beta``.
+    ``scale = gamma / sqrt(var + eps)`` (the BN's gain) and ``shift = beta - mu * scale``
+    (``gamma = 1``, ``beta = 0`` without affine parameters). Uses the running statistics
+    whatever the module's mode, so folding works in train and eval mode alike. Differentiable
+    with respect to ``gamma`` and ``beta``. Result dtype: ``dtype``, default
+    ``fusion_dtype(running_var.dtype)``.
     """
     if not isinstance(bn, _BatchNorm):
         raise TypeError(f'expected a BatchNorm module (any _BatchNorm, e.g. BN or SyncBN), '
@@ -68,10 +102,10 @@ def fuse_bn(kernel: Tensor, bn: _BatchNorm, bias: Optional[Tensor] = None,
 
     ``kernel' = kernel * scale[:, None, None, None]`` and ``bias' = shift + bias * scale`` with
     ``(scale, shift) = bn_scale_shift(bn)``. ``kernel`` may be any shape whose first dimension is
-    the output channels (conv kernels, FC weights). When one BN feature normalises
-    ``outputs_per_feature`` consecutive outputs (RepMLP's ``fc3_bn``: one feature per share-set
-    of ``h * w`` FC outputs), scale and shift are repeated that often.
-    Result dtype: ``fusion_dtype(kernel.dtype)``.
+    the output channels (conv kernels ``(C_out, C_in // g, k_h, k_w)``, FC weights); ``bias``
+    is ``(C_out,)`` or None. When one BN feature normalises ``outputs_per_feature`` consecutive
+    outputs (RepMLP's ``fc3_bn``: one feature per share-set of ``h * w`` FC outputs), scale and
+    shift are repeated that often. Result dtype: ``fusion_dtype(kernel.dtype)``.
     """
     dtype = fusion_dtype(kernel.dtype)
     scale, shift = bn_scale_shift(bn, dtype)
@@ -82,10 +116,112 @@ def fuse_bn(kernel: Tensor, bn: _BatchNorm, bias: Optional[Tensor] = None,
         raise ValueError(f'kernel has {kernel.shape[0]} output channels but the BatchNorm has '
                          f'{scale.shape[0] // outputs_per_feature} features '
                          f'(x {outputs_per_feature} outputs each)')
-    fused_kernel = kernel.to(dtype) * scale.reshape(-1, *([1] * (kernel.dim() - 1)))
+    fused_kernel = scale_output_channels(kernel.to(dtype), scale)
     fused_bias = shift if bias is None else shift + bias.to(dtype) * scale
     return fused_kernel, fused_bias
 
+
+@torch.no_grad()
+def shift_only_batchnorm_(norm: _BatchNorm, bias: Tensor) -> _BatchNorm:
+    """Set ``norm`` in place so that in eval mode it computes ``y = x + bias`` per channel.
+
+    ``running_mean = 0``, ``running_var = 1``, ``gamma = sqrt(1 + eps)`` and ``beta = bias``
+    (``(C,)``, cast to the norm's dtype): then ``BN(x) = gamma * (x - 0) / sqrt(1 + eps) +
+    beta = x + bias``, the form a fused ``(kernel, bias)`` takes as a bias-free conv followed
+    by a stock BatchNorm. Returns ``norm``.
+
+    Raises:
+        ValueError: ``norm`` has no affine parameters or no running statistics, or ``bias``
+            is not ``(C,)``.
+    """
+    if norm.weight is None or norm.bias is None or norm.running_mean is None or \
+            norm.running_var is None:
+        raise ValueError(f'shift_only_batchnorm_ needs a BatchNorm with affine parameters and '
+                         f'running statistics, got {norm}')
+    if tuple(bias.shape) != tuple(norm.bias.shape):
+        raise ValueError(f'bias must have shape {tuple(norm.bias.shape)} (one value per '
+                         f'channel), got {tuple(bias.shape)}')
+    norm.running_mean.zero_()
+    norm.running_var.fill_(1.0)
+    norm.weight.fill_(math.sqrt(1.0 + norm.eps))
+    norm.bias.copy_(bias.to(norm.bias.dtype))
+    return norm
+
+
+# ---------------------------------------------------------------------------------------------
+# Constant kernels
+# ---------------------------------------------------------------------------------------------
+
+def identity_kernel(channels: int, groups: int = 1, size: Size2 = 1, *,
+                    dtype: torch.dtype = torch.float32,
+                    device: Optional[torch.device] = None) -> Tensor:
+    """The kernel of ``y = x`` as a grouped conv: shape ``(C, C // groups, K_h, K_w)``.
+
+    Output channel ``c`` lies in group ``c // (C / groups)`` where it sees input channel
+    ``c % (C / groups)`` of that group: that entry's centre tap is 1, all else 0.
+    """
+    _check_groups('channels', channels, groups)
+    k_h, k_w = _pair(size)
+    if k_h % 2 == 0 or k_w % 2 == 0:
+        raise ValueError(f'an identity kernel needs odd sizes to have a centre, got {k_h}x{k_w}')
+    per_group = channels // groups
+    kernel = torch.zeros(channels, per_group, k_h, k_w, dtype=dtype, device=device)
+    rows = torch.arange(channels, device=device)
+    kernel[rows, rows % per_group, k_h // 2, k_w // 2] = 1
+    return kernel
+
+
+def channel_identity(out_channels: int, in_per_group: int, *, dtype: torch.dtype = torch.float32,
+                     device: Optional[torch.device] = None) -> Tensor:
+    """A grouped 1x1 kernel ``(C_out, C_in // groups, 1, 1)`` copying input ``c % (C_in/g)``.
+
+    Output channel ``c`` gets a 1 at input ``c % in_per_group`` of its group. With
+    ``C_out == C_in`` it is :func:`identity_kernel` of size 1; with ``C_out = m * C_in`` it copies
+    each input of a group ``m`` times (DBB / OREPA's identity-based 1x1 with internal channels).
+    """
+    kernel = torch.zeros(out_channels, in_per_group, 1, 1, dtype=dtype, device=device)
+    rows = torch.arange(out_channels, device=device)
+    kernel[rows, rows % in_per_group] = 1
+    return kernel
+
+
+def avg_pool_kernel(channels: int, groups: int, size: Size2, *,
+                    dtype: torch.dtype = torch.float32,
+                    device: Optional[torch.device] = None) -> Tensor:
+    """The kernel of a ``k_h x k_w`` average pool (zeros counted) as a grouped conv:
+    ``(C, C // groups, k_h, k_w)``.
+
+    ``AvgPool(x)[c] = sum over the window of x[c] / (k_h * k_w)``, i.e. the identity kernel's
+    pattern with every tap of the window equal to ``1 / (k_h * k_w)``. ``avg_pool_kernel(1, 1,
+    k)[0, 0]`` is the ``k x k`` averaging filter itself.
+    """
+    _check_groups('channels', channels, groups)
+    k_h, k_w = _pair(size)
+    per_group = channels // groups
+    kernel = torch.zeros(channels, per_group, k_h, k_w, dtype=dtype, device=device)
+    rows = torch.arange(channels, device=device)
+    kernel[rows, rows % per_group] = 1.0 / (k_h * k_w)
+    return kernel
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-channel scales
+# ---------------------------------------------------------------------------------------------
+
+def scale_output_channels(kernel: Tensor, scale: Tensor) -> Tensor:
+    """Fold a per-output-channel scale after a conv / FC into its kernel.
+
+    ``s[o] * conv(x, K)[o] = conv(x, K')[o]`` with ``K'[o] = s[o] * K[o]``. ``kernel``: any
+    shape whose first dimension is the outputs ``O`` (e.g. ``(O, C // g, k_h, k_w)``);
+    ``scale``: ``O`` values (cast to ``kernel.dtype``). Used for BN gains, CSLA / Hyper-Search
+    scale layers and OREPA's branch scales. Returns ``kernel.shape``.
+    """
+    return kernel * scale.to(kernel.dtype).reshape(-1, *([1] * (kernel.dim() - 1)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel branches
+# ---------------------------------------------------------------------------------------------
 
 def pad_kernel(kernel: Tensor, size: Size2) -> Tensor:
     """Zero-pad a ``(.., k_h, k_w)`` kernel symmetrically to ``(.., K_h, K_w)``.
@@ -105,48 +241,12 @@ def pad_kernel(kernel: Tensor, size: Size2) -> Tensor:
     return nn.functional.pad(kernel, [dw // 2, dw // 2, dh // 2, dh // 2])
 
 
-def identity_kernel(channels: int, groups: int = 1, size: Size2 = 1, *,
-                    dtype: torch.dtype = torch.float32,
-                    device: Optional[torch.device] = None) -> Tensor:
-    """The kernel of ``y = x`` as a grouped conv: shape ``(C, C // groups, K_h, K_w)``.
-
-    Output channel ``c`` lies in group ``c // (C / groups)`` where it sees input channel
-    ``c % (C / groups)`` of that group: that entry's centre tap is 1, all else 0.
-    """
-    if channels % groups:
-        raise ValueError(f'channels ({channels}) must be divisible by groups ({groups})')
-    k_h, k_w = _pair(size)
-    if k_h % 2 == 0 or k_w % 2 == 0:
-        raise ValueError(f'an identity kernel needs odd sizes to have a centre, got {k_h}x{k_w}')
-    per_group = channels // groups
-    kernel = torch.zeros(channels, per_group, k_h, k_w, dtype=dtype, device=device)
-    rows = torch.arange(channels, device=device)
-    kernel[rows, rows % per_group, k_h // 2, k_w // 2] = 1
-    return kernel
-
-
-def avg_pool_kernel(channels: int, groups: int, size: Size2, *,
-                    dtype: torch.dtype = torch.float32,
-                    device: Optional[torch.device] = None) -> Tensor:
-    """The kernel of a ``k_h x k_w`` average pool (zeros counted) as a grouped conv.
-
-    ``AvgPool(x)[c] = sum over the window of x[c] / (k_h * k_w)``, i.e. the identity kernel's
-    pattern with every tap of the window equal to ``1 / (k_h * k_w)``.
-    """
-    if channels % groups:
-        raise ValueError(f'channels ({channels}) must be divisible by groups ({groups})')
-    k_h, k_w = _pair(size)
-    per_group = channels // groups
-    kernel = torch.zeros(channels, per_group, k_h, k_w, dtype=dtype, device=device)
-    rows = torch.arange(channels, device=device)
-    kernel[rows, rows % per_group] = 1.0 / (k_h * k_w)
-    return kernel
-
-
 def sum_branches(branches: Iterable[KernelBias], size: Optional[Size2] = None) -> KernelBias:
     """Add branches that share input, stride and centre: ``(sum of padded kernels, sum of biases)``.
 
-    Kernels are centre-padded to ``size`` (default: the largest kernel among the branches).
+    ``sum_i conv(x, K_i) + b_i = conv(x, sum_i pad(K_i)) + sum_i b_i``; kernels
+    ``(C_out, C_in // g, k_h, k_w)`` are centre-padded to ``size`` (default: the largest kernel
+    among the branches), biases are ``(C_out,)``.
     """
     branches = list(branches)
     if not branches:
@@ -158,60 +258,9 @@ def sum_branches(branches: Iterable[KernelBias], size: Optional[Size2] = None) -
     return kernel, bias
 
 
-def conv_to_fc(kernel: Tensor, bias: Tensor, height: int, width: int) -> KernelBias:
-    """The FC layer equal to a stride-1 "same" grouped conv on a fixed ``height x width`` map.
-
-    ``kernel``: ``(G, 1, k_h, k_w)`` (one channel per group, as RepMLP's local perceptron over
-    ``G`` share-sets), ``bias``: ``(G,)``. Flattening each group's map to ``P = h * w`` values,
-    the conv is linear, so ``conv(x)[g] = W_g @ x[g] + b_g`` with ``W_g`` of shape ``(P, P)``.
-    Column ``i`` of ``W_g`` is the conv applied to the ``i``-th unit image, so convolving the
-    ``P`` unit images at once gives every ``W_g`` ("identity-image trick").
-
-    Returns ``(weight, bias)`` of shape ``(G * P, P)`` and ``(G * P,)``: the weight of a grouped
-    1x1 conv / FC with ``G`` groups over ``G * P`` features (row ``g * P + o`` is output ``o``
-    of group ``g``), the layout of RepMLP's ``fc3``.
-    """
-    groups, per_group, k_h, k_w = kernel.shape
-    if per_group != 1:
-        raise ValueError(f'conv_to_fc expects one input channel per group, got kernel shape '
-                         f'{tuple(kernel.shape)}')
-    if k_h % 2 == 0 or k_w % 2 == 0:
-        raise ValueError(f'a "same" conv needs odd kernel sizes, got {k_h}x{k_w}')
-    positions = height * width
-    unit_images = torch.eye(positions, dtype=kernel.dtype, device=kernel.device)
-    unit_images = unit_images.reshape(positions, 1, height, width).expand(-1, groups, -1, -1)
-    responses = nn.functional.conv2d(unit_images, kernel, padding=(k_h // 2, k_w // 2),
-                                     groups=groups)            # (P inputs, G, h, w outputs)
-    weight = responses.reshape(positions, groups * positions).t()  # (G * P outputs, P inputs)
-    return weight, bias.repeat_interleave(positions)
-
-
 # ---------------------------------------------------------------------------------------------
-# Sequential composition (ACB / DBB / OREPA). Appended; the functions above are unchanged.
+# Sequential composition (DBB / OREPA)
 # ---------------------------------------------------------------------------------------------
-
-__all__ += ['channel_identity', 'compose_1x1_kxk', 'compose_kernels',
-            'depthwise_separable_kernel']
-
-
-def channel_identity(out_channels: int, in_per_group: int, *, dtype: torch.dtype = torch.float32,
-                     device: Optional[torch.device] = None) -> Tensor:
-    """A grouped 1x1 kernel ``(C_out, C_in // groups, 1, 1)`` copying input ``c % (C_in/g)``.
-
-    Output channel ``c`` gets a 1 at input ``c % in_per_group`` of its group. With
-    ``C_out == C_in`` it is :func:`identity_kernel` of size 1; with ``C_out = m * C_in`` it copies
-    each input of a group ``m`` times (DBB / OREPA's identity-based 1x1 with internal channels).
-    """
-    kernel = torch.zeros(out_channels, in_per_group, 1, 1, dtype=dtype, device=device)
-    rows = torch.arange(out_channels, device=device)
-    kernel[rows, rows % in_per_group] = 1
-    return kernel
-
-
-def _check_groups(name: str, channels: int, groups: int) -> None:
-    if channels % groups:
-        raise ValueError(f'{name} ({channels}) must be divisible by groups ({groups})')
-
 
 def compose_1x1_kxk(first: Tensor, second: Tensor, groups: int = 1,
                     first_bias: Optional[Tensor] = None) -> KernelBias:
@@ -222,7 +271,8 @@ def compose_1x1_kxk(first: Tensor, second: Tensor, groups: int = 1,
     ``K[o, c] = sum_d second[o, d] * first[d, c]`` and ``b[o] = sum_{d,h,w} second[o, d, h, w] *
     first_bias[d]``. Exact when the input of ``second`` is padded with the value the first
     stage gives on padding, i.e. its bias (DBB's BN-and-pad layer), so that padding the input
-    of the composed conv with zeros is the same. Result dtype: ``fusion_dtype`` of the inputs.
+    of the composed conv with zeros is the same. Returns ``(O, C // g, k_h, k_w)`` and
+    ``(O,)`` in ``fusion_dtype`` of the inputs.
     """
     dtype = fusion_dtype(torch.promote_types(first.dtype, second.dtype))
     first, second = first.to(dtype), second.to(dtype)
@@ -245,6 +295,26 @@ def compose_1x1_kxk(first: Tensor, second: Tensor, groups: int = 1,
         bias = torch.einsum('godhw,gd->go', b, first_bias.to(dtype).reshape(groups, -1))
         bias = bias.reshape(out)
     return kernel, bias
+
+
+def compose_1x1_depthwise(first: Tensor, depthwise: Tensor) -> Tensor:
+    """One grouped kxk kernel equal to a grouped 1x1 conv followed by a per-channel kxk filter.
+
+    ``first``: ``(O, C // g, 1, 1)`` (no bias); ``depthwise``: ``(O, k_h, k_w)`` or
+    ``(O, 1, k_h, k_w)``, one filter per output channel (a depthwise conv, OREPA's frequency
+    prior), or ``(k_h, k_w)``, one filter for all (OREPA's averaging filter). Since the 1x1
+    output of a zero-padded input is zero on the padding,
+    ``K[o, c, h, w] = first[o, c] * depthwise[o, h, w]`` with zero padding is exact.
+    Returns ``(O, C // g, k_h, k_w)`` in the promoted dtype of the inputs.
+    """
+    if first.dim() != 4 or first.shape[2:] != (1, 1):
+        raise ValueError(f'the first kernel must be 1x1, got shape {tuple(first.shape)}')
+    k_h, k_w = depthwise.shape[-2:]
+    filters = depthwise.reshape(-1, 1, k_h, k_w)
+    if filters.shape[0] not in (1, first.shape[0]):
+        raise ValueError(f'expected one {k_h}x{k_w} filter per output channel '
+                         f'({first.shape[0]}) or one for all, got {filters.shape[0]}')
+    return first * filters
 
 
 def compose_kernels(first: Tensor, second: Tensor, groups: int = 1) -> Tensor:
@@ -297,3 +367,64 @@ def depthwise_separable_kernel(depthwise: Tensor, pointwise: Tensor, in_channels
     pw = pointwise.to(dtype).reshape(groups, out // groups, in_per_group, multiplier)
     kernel = torch.einsum('gcthw,goct->gochw', dw, pw)
     return kernel.reshape(out, in_per_group, k_h, k_w)
+
+
+# ---------------------------------------------------------------------------------------------
+# CSLA kernels (RepOptimizer)
+# ---------------------------------------------------------------------------------------------
+
+def csla_kernel(kernel: Tensor, scale: Tensor, kernel_1x1: Optional[Tensor] = None,
+                scale_1x1: Optional[Tensor] = None, scale_identity: Optional[Tensor] = None,
+                groups: int = 1) -> Tensor:
+    """The one kernel of a CSLA block (Constant-Scale Linear Addition, before its BN).
+
+    ``s * conv(x, W) + s_1x1 * conv(x, K1) + s_id * x = conv(x, W')`` with
+    ``W' = s * W + pad(s_1x1 * K1) + s_id * I``. ``kernel`` ``W``: ``(O, C // g, k_h, k_w)``;
+    ``kernel_1x1`` ``K1``: ``(O, C // g, 1, 1)`` of the same dtype, or None; every scale is
+    per output channel, ``(O,)``; ``I`` is :func:`identity_kernel` with ``groups``
+    (``O == C``), used when ``scale_identity`` is given. The same formula gives the
+    RepOptimizer re-initialisation (``W, K1`` = the initial kernels) and the grad-mult map
+    (``W, K1`` = ones, scales raised to a power, identity scale 1), see ``rep_mm.optim``.
+    Returns ``(O, C // g, k_h, k_w)`` in ``kernel.dtype``.
+    """
+    zero = kernel.new_zeros(kernel.shape[0])
+    branches = [(scale_output_channels(kernel, scale), zero)]
+    if kernel_1x1 is not None:
+        branches.append((scale_output_channels(kernel_1x1, scale_1x1), zero))
+    if scale_identity is not None:
+        eye = identity_kernel(kernel.shape[0], groups, 1, dtype=kernel.dtype,
+                              device=kernel.device)
+        branches.append((scale_output_channels(eye, scale_identity), zero))
+    return sum_branches(branches, kernel.shape[-2:])[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Conv -> FC (RepMLP)
+# ---------------------------------------------------------------------------------------------
+
+def conv_to_fc(kernel: Tensor, bias: Tensor, height: int, width: int) -> KernelBias:
+    """The FC layer equal to a stride-1 "same" grouped conv on a fixed ``height x width`` map.
+
+    ``kernel``: ``(G, 1, k_h, k_w)`` (one channel per group, as RepMLP's local perceptron over
+    ``G`` share-sets), ``bias``: ``(G,)``. Flattening each group's map to ``P = h * w`` values,
+    the conv is linear, so ``conv(x)[g] = W_g @ x[g] + b_g`` with ``W_g`` of shape ``(P, P)``.
+    Column ``i`` of ``W_g`` is the conv applied to the ``i``-th unit image, so convolving the
+    ``P`` unit images at once gives every ``W_g`` ("identity-image trick").
+
+    Returns ``(weight, bias)`` of shape ``(G * P, P)`` and ``(G * P,)``: the weight of a grouped
+    1x1 conv / FC with ``G`` groups over ``G * P`` features (row ``g * P + o`` is output ``o``
+    of group ``g``), the layout of RepMLP's ``fc3``.
+    """
+    groups, per_group, k_h, k_w = kernel.shape
+    if per_group != 1:
+        raise ValueError(f'conv_to_fc expects one input channel per group, got kernel shape '
+                         f'{tuple(kernel.shape)}')
+    if k_h % 2 == 0 or k_w % 2 == 0:
+        raise ValueError(f'a "same" conv needs odd kernel sizes, got {k_h}x{k_w}')
+    positions = height * width
+    unit_images = torch.eye(positions, dtype=kernel.dtype, device=kernel.device)
+    unit_images = unit_images.reshape(positions, 1, height, width).expand(-1, groups, -1, -1)
+    responses = nn.functional.conv2d(unit_images, kernel, padding=(k_h // 2, k_w // 2),
+                                     groups=groups)            # (P inputs, G, h, w outputs)
+    weight = responses.reshape(positions, groups * positions).t()  # (G * P outputs, P inputs)
+    return weight, bias.repeat_interleave(positions)

@@ -9,6 +9,10 @@ branches and folds them into one operator:
 * ``deploy`` tells which form the block is in; ``deploy=True`` at construction builds the fused
   form directly.
 
+A block only declares what is its own (the fused operator's name ``fused_name``, the deleted
+``branch_names``, the folding ``_fold_branches()`` built on :mod:`rep_mm.fusion`, and the fused
+operator's geometry where it is not the block's conv); :class:`ReparamBlock` does the rest.
+
 :func:`reparameterize` walks any ``nn.Module`` (mm models, DDP / mmengine wrappers, foreign
 blocks that have ``switch_to_deploy`` / ``reparameterize`` / ``local_inject``) and converts it,
 optionally verifying that the outputs did not change.
@@ -19,7 +23,7 @@ import copy
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, List, Optional, Tuple, Union
+from typing import Any, Callable, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -88,17 +92,49 @@ def _nonfinite_tensors(module: nn.Module) -> List[str]:
 
 
 class ReparamBlock(nn.Module):
-    """Base of every rep_mm block with training-time branches and a fused deploy form."""
+    """Base of every rep_mm block with training-time branches and a fused deploy form.
 
+    A block *declares* how it differs from the others; the deploy protocol is implemented
+    here once:
+
+    * ``fused_name`` (class attribute): the official attribute name of the fused operator
+      (``'rbr_reparam'``, ``'dbb_reparam'`` ...), hence its state-dict keys in deploy form;
+    * ``branch_names``: the training-time attributes (sub-modules, parameters, buffers) that
+      the conversion deletes; absent ones are skipped. A class attribute, or a property when the
+      names depend on the constructor arguments;
+    * ``_fold_branches()``: ``(kernel, bias)`` of the fused operator computed from the
+      training-time branches, differentiable;
+    * ``_make_fused_conv()``: the uninitialised fused operator; the default is the conv of the
+      block's ``in_channels, out_channels, kernel_size, stride, padding, dilation, groups``
+      (and ``padding_mode``), overridden only by blocks whose fused operator has another
+      geometry (depthwise ghost convs, RepMLP's FC).
+
+    Example (the RepVGG block)::
+
+        class RepVGGStyleBlock(ReparamBlock):
+            fused_name = 'rbr_reparam'
+            branch_names = ('rbr_dense', 'rbr_1x1', 'rbr_identity')
+
+            def _fold_branches(self):
+                return sum_branches([...])      # fusion.py equations
+    """
+
+    fused_name: str = ''
+    branch_names: Tuple[str, ...] = ()
     deploy: bool = False
 
     def equivalent_kernel_bias(self) -> KernelBias:
-        """``(kernel, bias)`` of the single operator this block folds into (differentiable)."""
-        raise NotImplementedError
+        """``(kernel, bias)`` of the single operator this block folds into: the fused
+        operator's own ``weight`` / ``bias`` in deploy form, else :meth:`_fold_branches`
+        (differentiable)."""
+        if self.deploy:
+            fused = getattr(self, self.fused_name)
+            return fused.weight, fused.bias
+        return self._fold_branches()
 
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        """Create the fused operator from ``(kernel, bias)`` and delete the branches."""
-        raise NotImplementedError
+    def _fold_branches(self) -> KernelBias:
+        """``(kernel, bias)`` of the fused operator from the training-time branches."""
+        raise NotImplementedError(f'{type(self).__name__} does not define _fold_branches()')
 
     def _make_fused_conv(self) -> nn.Conv2d:
         """The (uninitialised) fused conv with bias, from the block's attributes
@@ -108,21 +144,30 @@ class ReparamBlock(nn.Module):
                          self.padding, self.dilation, self.groups, bias=True,
                          padding_mode=getattr(self, 'padding_mode', 'zeros'))
 
-    def _install_fused(self, name: str, kernel: Tensor, bias: Tensor,
-                       branches: Iterable[str], fused: Optional[nn.Module] = None) -> None:
-        """Load ``(kernel, bias)`` into ``fused`` and make it the block's ``name`` submodule.
+    def _init_deploy_form(self) -> None:
+        """Register an uninitialised fused operator as ``fused_name``: what a constructor
+        with ``deploy=True`` builds (a deploy-form checkpoint is then loaded into it)."""
+        setattr(self, self._checked_fused_name(), self._make_fused_conv())
 
-        ``fused`` (default :meth:`_make_fused_conv`) is moved to the device and dtype of
-        ``kernel`` and put in the block's train/eval mode; the training-time ``branches``
-        (attribute names; absent ones are skipped) are deleted first, so ``name`` may be one
-        of them.
+    def _checked_fused_name(self) -> str:
+        if not self.fused_name:
+            raise NotImplementedError(f'{type(self).__name__} does not declare fused_name')
+        return self.fused_name
+
+    def _install_fused(self, kernel: Tensor, bias: Tensor) -> None:
+        """Load ``(kernel, bias)`` into a new :meth:`_make_fused_conv` and make it the block's
+        ``fused_name`` sub-module, after deleting the ``branch_names``.
+
+        The fused operator gets the device and dtype of ``kernel`` and the block's train/eval
+        mode. A training-time attribute of the same name (e.g. RepGhost's
+        ``cheap_operation``) is replaced in place, keeping its position among the sub-modules.
         """
-        fused = (self._make_fused_conv() if fused is None else fused).to(
-            device=kernel.device, dtype=kernel.dtype)
+        name = self._checked_fused_name()
+        fused = self._make_fused_conv().to(device=kernel.device, dtype=kernel.dtype)
         fused.weight.copy_(kernel)
         fused.bias.copy_(bias)
         fused.train(self.training)
-        for branch in branches:
+        for branch in self.branch_names:
             if hasattr(self, branch):
                 delattr(self, branch)
         setattr(self, name, fused)
@@ -175,7 +220,7 @@ class ReparamBlock(nn.Module):
         if self.deploy:
             return
         kernel, bias = self.checked_kernel_bias()
-        self._build_deploy_module(kernel, bias)
+        self._install_fused(kernel, bias)
         self.deploy = True
 
 

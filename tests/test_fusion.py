@@ -126,3 +126,122 @@ def test_fuse_bn_is_differentiable():
     kernel, bias = fusion.fuse_bn(w, bn)
     (kernel.sum() + bias.sum()).backward()
     assert w.grad is not None and bn.weight.grad is not None and bn.bias.grad is not None
+
+
+def test_bn_scale_shift_is_the_inference_map():
+    bn = random_bn(5, seed=2)
+    y = torch.randn(3, 5, 4, 4, **F64)
+    scale, shift = fusion.bn_scale_shift(bn)
+    assert scale.shape == shift.shape == (5,)
+    expected = bn(y)
+    actual = y * scale.reshape(1, -1, 1, 1) + shift.reshape(1, -1, 1, 1)
+    assert torch.allclose(actual, expected, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize('dtype, atol', [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_shift_only_batchnorm_adds_the_bias_in_eval_mode(dtype, atol):
+    norm = nn.BatchNorm2d(6, eps=1e-3).to(dtype)
+    randomize_bn_statistics(norm, 5)
+    bias = torch.randn(6, dtype=torch.float64)
+    assert fusion.shift_only_batchnorm_(norm, bias) is norm
+    assert norm.bias.dtype == dtype and norm.weight.requires_grad
+    x = torch.randn(2, 6, 5, 5, dtype=dtype)
+    with torch.no_grad():
+        y = norm.eval()(x)
+    assert torch.allclose(y, x + bias.to(dtype).reshape(1, -1, 1, 1), rtol=0, atol=atol)
+    assert torch.equal(norm.running_mean, torch.zeros(6, dtype=dtype))
+    assert torch.equal(norm.running_var, torch.ones(6, dtype=dtype))
+
+
+def test_shift_only_batchnorm_makes_conv_plus_bn_the_fused_conv():
+    """A fused ``(K, b)`` as a bias-free conv K followed by the shift-only BN."""
+    x = torch.randn(2, 3, 7, 7, **F64)
+    kernel, bias = torch.randn(4, 3, 3, 3, **F64), torch.randn(4, **F64)
+    norm = fusion.shift_only_batchnorm_(nn.BatchNorm2d(4).double(), bias).eval()
+    with torch.no_grad():
+        y = norm(F.conv2d(x, kernel, padding=1))
+    assert torch.allclose(y, F.conv2d(x, kernel, bias, padding=1), rtol=0, atol=1e-12)
+
+
+def test_shift_only_batchnorm_errors_are_explicit():
+    with pytest.raises(ValueError, match='affine parameters and running statistics'):
+        fusion.shift_only_batchnorm_(nn.BatchNorm2d(4, affine=False), torch.zeros(4))
+    with pytest.raises(ValueError, match='affine parameters and running statistics'):
+        fusion.shift_only_batchnorm_(nn.BatchNorm2d(4, track_running_stats=False),
+                                     torch.zeros(4))
+    with pytest.raises(ValueError, match=r'shape \(4,\)'):
+        fusion.shift_only_batchnorm_(nn.BatchNorm2d(4), torch.zeros(5))
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+def test_scale_output_channels_equals_scaling_the_conv_output(groups):
+    x = torch.randn(2, 4, 6, 6, **F64)
+    kernel = torch.randn(6, 4 // groups, 3, 3, **F64)
+    scale = torch.randn(6, **F64)
+    expected = F.conv2d(x, kernel, padding=1, groups=groups) * scale.reshape(1, -1, 1, 1)
+    folded = fusion.scale_output_channels(kernel, scale)
+    assert folded.shape == kernel.shape
+    assert torch.allclose(F.conv2d(x, folded, padding=1, groups=groups), expected, rtol=0,
+                          atol=1e-12)
+    # any shape whose first dimension is the outputs (an FC weight)
+    assert torch.equal(fusion.scale_output_channels(torch.ones(3, 2), torch.arange(3.)),
+                       torch.arange(3.).reshape(3, 1).expand(3, 2))
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+@pytest.mark.parametrize('shared', [False, True])
+def test_compose_1x1_depthwise_equals_the_two_convs(groups, shared):
+    """1x1 (grouped, no bias) then one kxk filter per channel (or one for all), zero padding."""
+    x = torch.randn(2, 4, 7, 6, **F64)
+    first = torch.randn(6, 4 // groups, 1, 1, **F64)
+    filters = torch.randn(3, 3, **F64) if shared else torch.randn(6, 3, 3, **F64)
+    per_channel = filters.expand(6, 3, 3) if shared else filters
+    expected = F.conv2d(F.conv2d(x, first, groups=groups), per_channel.unsqueeze(1), padding=1,
+                        groups=6)
+    kernel = fusion.compose_1x1_depthwise(first, filters)
+    assert kernel.shape == (6, 4 // groups, 3, 3)
+    assert torch.allclose(F.conv2d(x, kernel, padding=1, groups=groups), expected, rtol=0,
+                          atol=1e-12)
+    assert torch.equal(fusion.compose_1x1_depthwise(first, filters.reshape(-1, 1, 3, 3)), kernel)
+
+
+def test_compose_1x1_depthwise_errors_are_explicit():
+    with pytest.raises(ValueError, match='must be 1x1'):
+        fusion.compose_1x1_depthwise(torch.zeros(4, 2, 3, 3), torch.zeros(4, 3, 3))
+    with pytest.raises(ValueError, match='one 3x3 filter per output channel'):
+        fusion.compose_1x1_depthwise(torch.zeros(4, 2, 1, 1), torch.zeros(3, 3, 3))
+
+
+@pytest.mark.parametrize('groups', [1, 2])
+def test_csla_kernel_equals_the_scaled_branches(groups):
+    x = torch.randn(2, 4, 6, 6, **F64)
+    w = torch.randn(4, 4 // groups, 3, 3, **F64)
+    k1 = torch.randn(4, 4 // groups, 1, 1, **F64)
+    s, s1, s_id = (torch.randn(4, **F64) for _ in range(3))
+
+    def per_channel(values):
+        return values.reshape(1, -1, 1, 1)
+
+    expected = (per_channel(s) * F.conv2d(x, w, padding=1, groups=groups)
+                + per_channel(s1) * F.conv2d(x, k1, groups=groups) + per_channel(s_id) * x)
+    kernel = fusion.csla_kernel(w, s, k1, s1, s_id, groups=groups)
+    assert kernel.shape == w.shape and kernel.dtype == w.dtype
+    assert torch.allclose(F.conv2d(x, kernel, padding=1, groups=groups), expected, rtol=0,
+                          atol=1e-12)
+    # without the 1x1 and identity branches it is the scaled kernel alone
+    assert torch.equal(fusion.csla_kernel(w, s), fusion.scale_output_channels(w, s))
+
+
+def test_the_blocks_and_the_optimizer_share_csla_kernel():
+    from rep_mm.blocks import csla
+    from rep_mm.optim.repopt import handlers
+    assert csla.csla_kernel is fusion.csla_kernel is handlers.csla_kernel
+
+
+def test_fusion_has_one_export_list_of_existing_functions():
+    assert len(fusion.__all__) == len(set(fusion.__all__))
+    assert all(hasattr(fusion, name) for name in fusion.__all__)
+    for name in fusion.__all__:
+        value = getattr(fusion, name)
+        if callable(value) and not isinstance(value, type) and name != 'KernelBias':
+            assert value.__doc__, f'{name} has no docstring'

@@ -6,6 +6,7 @@ from mmengine.model import BaseModule
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ..blocks._checks import is_int
 from ..reparam import reparameterize
 
 
@@ -129,8 +130,7 @@ def check_vgg_layout(arch: dict, strides: Sequence[int], base_channels: Sequence
     for key in ('num_blocks', 'width_factor'):
         if len(arch[key]) != 4:
             raise ValueError(f'arch[{key!r}] must have 4 entries (stage1..4), got {arch[key]}')
-    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1
-               for n in arch['num_blocks']) or \
+    if not all(is_int(n) for n in arch['num_blocks']) or \
             not all(isinstance(w, (int, float)) and not isinstance(w, bool) and
                     math.isfinite(w) and w > 0 for w in arch['width_factor']):
         raise ValueError(f"arch['num_blocks'] must be positive ints and arch['width_factor'] "
@@ -147,7 +147,7 @@ def check_vgg_layout(arch: dict, strides: Sequence[int], base_channels: Sequence
                          f'dilations={tuple(dilations)}, base_channels={tuple(base_channels)}')
     for name, values in (('strides', strides), ('dilations', dilations or ()),
                          ('base_channels', base_channels)):
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        if not all(is_int(v) for v in values):
             raise ValueError(f'{name} must be ints >= 1, got {tuple(values)}')
     widths = [min(64, int(64 * arch['width_factor'][0]))] + [
         int(c * w) for c, w in zip(base_channels, arch['width_factor'])]

@@ -22,7 +22,9 @@ from typing import Optional, Sequence, Tuple
 from torch import Tensor, nn
 
 from ..blocks import ACBlock, DiverseBranchBlock, OREPA, OREPA1x1, OREPALargeConv
+from ..blocks._checks import check_conv_args, is_int
 from ..blocks.conv_bn import build_batch_norm
+from ..blocks.nonlinear import build_nonlinear
 from ..fusion import KernelBias, fuse_bn
 from ..registry import MODELS
 from ..reparam import ReparamBlock
@@ -31,44 +33,53 @@ from .base import ReparamBackbone, validate_arch
 CONV_TYPES = ('base', 'acb', 'dbb', 'orepa')
 
 
+RELU = dict(type='ReLU')  # the activation of the official ResNets' conv-BN-ReLU layers
+
+
 class ConvBNLayer(ReparamBlock):
-    """``act(BN(conv(x)))`` that folds to one conv with bias named ``conv`` (official layout)."""
+    """``act(BN(conv(x)))`` that folds to one conv with bias named ``conv`` (official layout).
+
+    ``act_cfg``: an mm activation config, None (default) for none.
+    """
+
+    fused_name = 'conv'
+    branch_names = ('bn',)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
-                 padding: int = 0, dilation: int = 1, groups: int = 1, act: bool = False,
-                 norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
+                 padding: int = 0, dilation: int = 1, groups: int = 1,
+                 act_cfg: Optional[dict] = None, norm_cfg: Optional[dict] = None,
+                 deploy: bool = False) -> None:
         super().__init__()
+        check_conv_args('ConvBNLayer', in_channels, out_channels, kernel_size, stride, dilation,
+                        groups, padding)
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
+        self.dilation, self.groups = dilation, groups
         self.deploy = deploy
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding, dilation,
-                              groups, bias=deploy)
-        if not deploy:
+        if deploy:
+            self._init_deploy_form()
+        else:
+            self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, stride, padding,
+                                  dilation, groups, bias=False)
             self.bn = build_batch_norm(norm_cfg, out_channels)
-        self.nonlinear = nn.ReLU() if act else nn.Identity()
+        self.nonlinear = build_nonlinear(act_cfg, 'act_cfg')
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.conv(x)
         return self.nonlinear(out if self.deploy else self.bn(out))
 
-    def equivalent_kernel_bias(self) -> KernelBias:
-        if self.deploy:
-            return self.conv.weight, self.conv.bias
+    def _fold_branches(self) -> KernelBias:
         return fuse_bn(self.conv.weight, self.bn, self.conv.bias)
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        old = self.conv
-        fused = nn.Conv2d(old.in_channels, old.out_channels, old.kernel_size, old.stride,
-                          old.padding, old.dilation, old.groups, bias=True)
-        self._install_fused('conv', kernel, bias, ('bn',), fused)
 
 
 def build_conv_bn(conv_type: str, in_channels: int, out_channels: int, kernel_size: int,
-                  stride: int = 1, dilation: int = 1, groups: int = 1, act: bool = False,
-                  stem: bool = False, norm_cfg: Optional[dict] = None,
-                  deploy: bool = False) -> nn.Module:
-    """The conv-BN(-ReLU) layer of ``conv_type`` (table in the module docstring)."""
+                  stride: int = 1, dilation: int = 1, groups: int = 1,
+                  act_cfg: Optional[dict] = None, stem: bool = False,
+                  norm_cfg: Optional[dict] = None, deploy: bool = False) -> nn.Module:
+    """The conv-BN(-activation) layer of ``conv_type`` (table in the module docstring)."""
     padding = dilation * (kernel_size // 2)
-    nonlinear = nn.ReLU() if act else None
-    common = dict(deploy=deploy, nonlinear=nonlinear, norm_cfg=norm_cfg)
+    # ACB / DBB / OREPA take the activation under its official name ``nonlinear``
+    common = dict(deploy=deploy, nonlinear=act_cfg, norm_cfg=norm_cfg)
     if conv_type == 'orepa':
         if kernel_size == 1:
             return OREPA1x1(in_channels, out_channels, 1, stride, groups=groups, **common)
@@ -84,7 +95,7 @@ def build_conv_bn(conv_type: str, in_channels: int, out_channels: int, kernel_si
         return ACBlock(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
                        **common)
     return ConvBNLayer(in_channels, out_channels, kernel_size, stride, padding, dilation, groups,
-                       act, norm_cfg, deploy)
+                       act_cfg, norm_cfg, deploy)
 
 
 class BasicBlock(nn.Module):
@@ -103,7 +114,7 @@ class BasicBlock(nn.Module):
         if stride != 1 or in_channels != planes:
             self.shortcut = ConvBNLayer(in_channels, planes, 1, stride, **kw)
         self.conv1 = build_conv_bn(conv_type, in_channels, planes, 3, stride, dilation,
-                                   act=True, **kw)
+                                   act_cfg=RELU, **kw)
         self.conv2 = build_conv_bn(conv_type, planes, planes, 3, 1, dilation, **kw)
         self.relu = nn.ReLU()
 
@@ -126,9 +137,9 @@ class Bottleneck(nn.Module):
         out_channels = planes * self.expansion
         if stride != 1 or in_channels != out_channels:
             self.shortcut = build_conv_bn(conv_type, in_channels, out_channels, 1, stride, **kw)
-        self.conv1 = build_conv_bn(conv_type, in_channels, width, 1, act=True, **kw)
+        self.conv1 = build_conv_bn(conv_type, in_channels, width, 1, act_cfg=RELU, **kw)
         self.conv2 = build_conv_bn(conv_type, width, width, 3, stride, dilation, groups,
-                                   act=True, **kw)
+                                   act_cfg=RELU, **kw)
         self.conv3 = build_conv_bn(conv_type, width, out_channels, 1, **kw)
         self.relu = nn.ReLU()
 
@@ -198,9 +209,6 @@ class ReparamResNet(ReparamBackbone):
         if len(arch['stage_blocks']) != 4 or len(strides) != 4 or len(dilations) != 4:
             raise ValueError(f"stage_blocks, strides and dilations need 4 entries (stage1..4), got "
                              f"{tuple(arch['stage_blocks'])}, {tuple(strides)}, {tuple(dilations)}")
-        def is_int(value, minimum=1):
-            return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
         width = arch.get('width', 1)
         numbers = dict(in_channels=in_channels, stem_channels=stem_channels,
                        groups=arch.get('groups', 1),
@@ -219,7 +227,7 @@ class ReparamResNet(ReparamBackbone):
         self.out_indices = self._check_out_indices(out_indices)
         self.frozen_stages, self.norm_eval, self.deploy = frozen_stages, norm_eval, deploy
         kw = dict(norm_cfg=norm_cfg, deploy=deploy)
-        stem = build_conv_bn(conv_type, in_channels, stem_channels, 7, 2, act=True, stem=True,
+        stem = build_conv_bn(conv_type, in_channels, stem_channels, 7, 2, act_cfg=RELU, stem=True,
                              **kw)
         self.stage0 = nn.Sequential()
         self.stage0.add_module('conv1', stem)

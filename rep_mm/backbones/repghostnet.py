@@ -16,6 +16,7 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..blocks._checks import is_int
 from ..blocks.conv_bn import build_batch_norm
 from ..blocks.csla import RepOptGhostModule, check_mode
 from ..blocks.repghost import ConvBnAct, RepGhostBottleneck, RepGhostModule, make_divisible
@@ -61,8 +62,8 @@ def _resolve_arch(arch) -> dict:
                          f"multiplier, e.g. 0.5), got {width!r}")
     for row in cfgs:
         for kernel, expansion, channels, se_ratio, stride in row:
-            if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                       for v in (kernel, expansion, channels)) or stride not in (1, 2) or \
+            if not all(is_int(v) for v in (kernel, expansion, channels)) or \
+                    stride not in (1, 2) or \
                     isinstance(se_ratio, bool) or not isinstance(se_ratio, (int, float)) or \
                     not math.isfinite(se_ratio) or se_ratio < 0:
                 raise ValueError(f'bad GhostNet bottleneck cfg [kernel, expansion, channels, '

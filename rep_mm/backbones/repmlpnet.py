@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils import checkpoint as cp
 
 from ..blocks import ConvBN, RepMLPBlock
+from ..blocks._checks import is_int
 from ..blocks.conv_bn import build_batch_norm
 from ..registry import MODELS
 from .base import ReparamBackbone, validate_arch
@@ -81,7 +82,7 @@ def _first_untiled(length: int, patch: int, parts: Sequence[int]) -> Optional[in
 
 
 def _positive_ints(values) -> bool:
-    return all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values)
+    return all(is_int(v) for v in values)
 
 
 def check_arch_values(arch: dict, patch_size: Tuple[int, ...], in_channels: int,

@@ -7,6 +7,7 @@ released checkpoints load with ``strict=True``.
 from typing import Dict, Optional, Sequence
 
 from ..blocks import RepVGGBlock
+from ..blocks._checks import is_int
 from ..registry import MODELS
 from .base import VGGLayoutBackbone, check_vgg_layout, validate_arch
 
@@ -100,15 +101,12 @@ class RepVGG(VGGLayoutBackbone):
 def check_repvgg_options(arch: dict, group_layer_map, in_channels) -> None:
     """``group_layer_map`` ({layer index >= 0: groups >= 1}), ``se_ratio`` (int >= 1 when there
     is an SE block) and ``in_channels`` (int >= 1) of a RepVGG / RepVGGplus arch."""
-    def positive_int(value, minimum=1):
-        return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
-
-    if not positive_int(in_channels):
+    if not is_int(in_channels):
         raise ValueError(f'in_channels must be an int >= 1, got {in_channels!r}')
     if not isinstance(group_layer_map, dict) or not all(
-            positive_int(k, 0) and positive_int(v) for k, v in group_layer_map.items()):
+            is_int(k, 0) and is_int(v) for k, v in group_layer_map.items()):
         raise ValueError(f"arch['group_layer_map'] must map layer indices (ints >= 0, 0 = stem) "
                          f"to groups (ints >= 1), got {group_layer_map!r}")
-    if arch.get('se_position') is not None and not positive_int(arch.get('se_ratio', 16)):
+    if arch.get('se_position') is not None and not is_int(arch.get('se_ratio', 16)):
         raise ValueError(f"arch['se_ratio'] must be an int >= 1 (the SE bottleneck has "
                          f"C_out // se_ratio channels), got {arch.get('se_ratio')!r}")

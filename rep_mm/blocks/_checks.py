@@ -2,18 +2,19 @@
 import math
 from typing import Any, Optional
 
-__all__ = ['check_ints', 'check_conv_args', 'check_ratio', 'check_groups_divide',
-           'check_odd_kernel']
+__all__ = ['is_int', 'check_ints', 'check_conv_args', 'check_ratio', 'check_groups_divide',
+           'check_divisible_by_groups', 'check_odd_kernel', 'check_centre_padding']
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def is_int(value: Any, minimum: int = 1) -> bool:
+    """``value`` is an int (not a bool) >= ``minimum``."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
 
 def check_ints(owner: str, minimum: int = 1, **values: Any) -> None:
     """Every keyword value is an int >= ``minimum`` (channel counts, kernel sizes, strides...)."""
     for name, value in values.items():
-        if not _is_int(value) or value < minimum:
+        if not is_int(value, minimum):
             raise ValueError(f'{owner}: {name} must be an int >= {minimum}, got {value!r}')
 
 
@@ -35,11 +36,34 @@ def check_groups_divide(in_channels: int, out_channels: int, groups: int) -> Non
                          f'divisible by groups ({groups})')
 
 
-def check_odd_kernel(owner: str, kernel_size: int, why: str) -> None:
-    """An odd ``kernel_size`` >= 1 (its branches need a centre); ``why`` ends the sentence
-    ``<owner> needs an odd kernel_size <why>, got <kernel_size>``."""
-    if kernel_size % 2 == 0 or kernel_size < 1:
-        raise ValueError(f'{owner} needs an odd kernel_size {why}, got {kernel_size}')
+def check_divisible_by_groups(name: str, channels: int, groups: int) -> None:
+    """``groups`` divides ``channels`` (e.g. the internal channels of a two-stage branch)."""
+    if channels % groups:
+        raise ValueError(f'{name} ({channels}) must be divisible by groups ({groups})')
+
+
+def check_odd_kernel(owner: str, kernel_size: int, why: str, minimum: int = 1,
+                     name: str = 'kernel_size') -> None:
+    """An odd ``kernel_size`` >= ``minimum`` (its branches need a centre). The error reads
+    ``<owner>: <name> must be odd[ and >= <minimum>], got <kernel_size>: <why>``."""
+    if kernel_size % 2 == 0 or kernel_size < minimum:
+        bound = f' and >= {minimum}' if minimum > 1 else ''
+        raise ValueError(f'{owner}: {name} must be odd{bound}, got {kernel_size}: {why}')
+
+
+def check_centre_padding(owner: str, kernel_size: int, padding: Optional[int],
+                         dilation: int) -> int:
+    """The kxk padding of a kxk + 1x1 (+ identity) block: odd ``kernel_size``, and ``padding``
+    (default the centre padding ``dilation * (k // 2)``) not less than the centre padding, so
+    that the 1x1 branch (padded by ``padding - centre``) lines up with the kxk centre."""
+    check_odd_kernel(owner, kernel_size, 'the 1x1 branch aligns with its centre')
+    centre = dilation * (kernel_size // 2)
+    padding = centre if padding is None else padding
+    if padding < centre:
+        raise ValueError(f'{owner}: padding ({padding}) must be at least dilation * '
+                         f'(kernel_size // 2) = {centre} so that the 1x1 branch aligns with '
+                         f'the centre')
+    return padding
 
 
 def check_ratio(owner: str, name: str, value: Any, allow_zero: bool = False,

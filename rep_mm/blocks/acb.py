@@ -25,7 +25,8 @@ class ACBlock(ReparamBlock):
     """Asymmetric convolution block (ACNet), official parameter names.
 
     Keys: ``square_conv``, ``square_bn``, ``ver_conv``, ``hor_conv``, ``ver_bn``, ``hor_bn``;
-    deploy: ``fused_conv`` (with bias).
+    deploy: ``fused_conv`` (with bias). The activation keeps the official argument name
+    ``nonlinear`` (it also takes an act_cfg dict).
 
     Args:
         in_channels (int): input channels.
@@ -46,6 +47,9 @@ class ACBlock(ReparamBlock):
         norm_cfg (dict): BatchNorm config of the branches. Default ``dict(type='BN')``.
     """
 
+    fused_name = 'fused_conv'
+    branch_names = ('square_conv', 'square_bn', 'ver_conv', 'hor_conv', 'ver_bn', 'hor_bn')
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: int = 0, dilation: int = 1, groups: int = 1,
                  padding_mode: str = 'zeros', deploy: bool = False, use_affine: bool = True,
@@ -57,7 +61,7 @@ class ACBlock(ReparamBlock):
         if gamma_init is not None:
             check_ratio('ACBlock', 'gamma_init', gamma_init, allow_zero=True)
         # channels % groups and padding >= 0: checked by check_conv_args above
-        check_odd_kernel('ACBlock', kernel_size, 'so that the kx1 and 1xk kernels have a centre')
+        check_odd_kernel('ACBlock', kernel_size, 'the kx1 and 1xk kernels need a centre')
         if reduce_gamma and gamma_init is not None:
             raise ValueError('give either reduce_gamma=True or gamma_init, not both')
         self.in_channels, self.out_channels = in_channels, out_channels
@@ -66,7 +70,7 @@ class ACBlock(ReparamBlock):
         self.deploy = deploy
         self.nonlinear = build_nonlinear(nonlinear)
         if deploy:
-            self.fused_conv = self._make_fused_conv()
+            self._init_deploy_form()
             return
 
         def conv(size, pad):
@@ -105,17 +109,10 @@ class ACBlock(ReparamBlock):
         out = square + self.ver_bn(self.ver_conv(ver_in)) + self.hor_bn(self.hor_conv(hor_in))
         return self.nonlinear(out)
 
-    def equivalent_kernel_bias(self) -> KernelBias:
-        """``(K, b)`` of the fused kxk conv (see the module docstring); differentiable."""
-        if self.deploy:
-            return self.fused_conv.weight, self.fused_conv.bias
+    def _fold_branches(self) -> KernelBias:
         return sum_branches([fuse_bn(self.square_conv.weight, self.square_bn),
                              fuse_bn(self.ver_conv.weight, self.ver_bn),
                              fuse_bn(self.hor_conv.weight, self.hor_bn)], self.kernel_size)
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        self._install_fused('fused_conv', kernel, bias, ('square_conv', 'square_bn', 'ver_conv',
-                                                         'hor_conv', 'ver_bn', 'hor_bn'))
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, k={self.kernel_size}, '

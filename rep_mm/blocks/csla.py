@@ -5,7 +5,7 @@ per-channel scale, before one BatchNorm. For RepOpt-VGG (``x``: ``(N, C_in, H, W
 
     y = act(BN(s_conv * conv3x3(x; W) + s_1x1 * conv1x1(x; K1) [+ s_id * x]))
 
-which equals ``act(BN(conv3x3(x; W')))`` with (:func:`csla_kernel`, built on ``fusion.py``)::
+which equals ``act(BN(conv3x3(x; W')))`` with (:func:`rep_mm.fusion.csla_kernel`)::
 
     W' = s_conv * W + pad(s_1x1 * K1) [+ s_id * I]
 
@@ -27,11 +27,11 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..fusion import KernelBias, fuse_bn, identity_kernel, sum_branches
+from ..fusion import KernelBias, csla_kernel, fuse_bn
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
 from .nonlinear import build_nonlinear
-from .repghost import depthwise_fused_conv, init_ghost_module
+from .repghost import RELU, GhostModuleBase
 from ._checks import check_conv_args, check_ints, check_ratio
 
 MODES = ('target', 'hs', 'csla')
@@ -72,34 +72,12 @@ class ScaleLayer(nn.Module):
         return x * self.weight.view(1, -1, 1, 1)
 
 
-def csla_kernel(kernel: Tensor, scale: Tensor, kernel_1x1: Optional[Tensor] = None,
-                scale_1x1: Optional[Tensor] = None, scale_identity: Optional[Tensor] = None,
-                groups: int = 1) -> Tensor:
-    """``s * W + pad(s_1x1 * K1) + s_id * I``: the one kernel of a CSLA block (no BN).
-
-    Every scale is per output channel (shape ``(C_out,)``). The same formula gives the
-    RepOptimizer re-initialisation (``W, K1`` = the initial kernels) and the grad-mult map
-    (``W, K1`` = ones, scales raised to a power, identity scale 1), see ``rep_mm.optim``.
-    """
-    def per_channel(values: Tensor) -> Tensor:
-        return values.to(kernel.dtype).reshape(-1, 1, 1, 1)
-
-    zero = kernel.new_zeros(kernel.shape[0])
-    branches = [(kernel * per_channel(scale), zero)]
-    if kernel_1x1 is not None:
-        branches.append((kernel_1x1 * per_channel(scale_1x1), zero))
-    if scale_identity is not None:
-        eye = identity_kernel(kernel.shape[0], groups, 1, dtype=kernel.dtype,
-                              device=kernel.device)
-        branches.append((eye * per_channel(scale_identity), zero))
-    return sum_branches(branches, kernel.shape[-2:])[0]
-
-
 class RepOptVGGBlock(ReparamBlock):
     """RepOpt-VGG block: ``act(BN(conv3x3))`` (target) or its CSLA / Hyper-Search form.
 
     Names follow the official code: ``conv``, ``scale_conv``, ``conv_1x1``, ``scale_1x1``,
-    ``scale_identity``, ``bn``; the deploy form (BN folded) is ``rbr_reparam``.
+    ``scale_identity``, ``bn``; the deploy form (BN folded) is ``rbr_reparam``, a 3x3 conv
+    (stride ``stride``, padding 1).
 
     Args:
         in_channels (int): ``C_in``.
@@ -112,9 +90,14 @@ class RepOptVGGBlock(ReparamBlock):
         deploy (bool): build the BN-folded form directly. Default False.
     """
 
+    fused_name = 'rbr_reparam'
+    branch_names = ('conv', 'scale_conv', 'conv_1x1', 'scale_1x1', 'scale_identity', 'bn')
+    kernel_size, padding, dilation, groups = 3, 1, 1, 1  # of the 3x3 conv and the fused one
+
     def __init__(self, in_channels: int, out_channels: int, stride: int = 1,
                  mode: str = 'target', use_identity: bool = True,
-                 norm_cfg: Optional[dict] = None, act_cfg: Optional[dict] = dict(type='ReLU', inplace=True),
+                 norm_cfg: Optional[dict] = None,
+                 act_cfg: Optional[dict] = dict(type='ReLU', inplace=True),
                  deploy: bool = False) -> None:
         super().__init__()
         self.mode = check_mode(mode)
@@ -124,9 +107,9 @@ class RepOptVGGBlock(ReparamBlock):
         # the hs / csla forms have an identity branch here (a target block keeps the flag: its
         # scales file then holds scale_identity, used for the re-initialisation and grad mults)
         self.has_identity = use_identity and in_channels == out_channels and stride == 1
-        self.relu = build_nonlinear(act_cfg)
+        self.relu = build_nonlinear(act_cfg, 'act_cfg')
         if deploy:
-            self.rbr_reparam = self._make_fused_conv()
+            self._init_deploy_form()
             return
         self.conv = nn.Conv2d(in_channels, out_channels, 3, stride, 1, bias=False)
         if mode != 'target':
@@ -137,9 +120,6 @@ class RepOptVGGBlock(ReparamBlock):
             if self.has_identity:
                 self.scale_identity = ScaleLayer(out_channels, trainable=True)
         self.bn = build_batch_norm(norm_cfg, out_channels)
-
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.out_channels, 3, self.stride, 1, bias=True)
 
     def scale_names(self) -> Tuple[str, ...]:
         """Names (relative to the block) of the scales of the hs / csla form."""
@@ -164,18 +144,11 @@ class RepOptVGGBlock(ReparamBlock):
                            self.scale_1x1.weight,
                            self.scale_identity.weight if self.has_identity else None)
 
-    def equivalent_kernel_bias(self) -> KernelBias:
-        """``(K, b)`` of the BN-folded 3x3 conv; differentiable."""
-        if self.deploy:
-            return self.rbr_reparam.weight, self.rbr_reparam.bias
+    def _fold_branches(self) -> KernelBias:
         return fuse_bn(self.conv_kernel(), self.bn)
 
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        self._install_fused('rbr_reparam', kernel, bias, ('conv', 'scale_conv', 'conv_1x1',
-                                                          'scale_1x1', 'scale_identity', 'bn'))
 
-
-class RepOptGhostModule(ReparamBlock):
+class RepOptGhostModule(GhostModuleBase):
     """RepOpt-GhostNet ghost module: ``act(final_bn(dw(x1)))`` with ``x1 = primary_conv(x)``.
 
     hs / csla form: ``act(final_bn(s * dw(x1) + f * x1))`` with ``s = cheap_operation.1`` and
@@ -187,35 +160,34 @@ class RepOptGhostModule(ReparamBlock):
     Args:
         in_channels (int): input channels.
         out_channels (int): output channels (= channels of the primary 1x1 conv).
-        relu (bool): ReLU after the primary conv and at the end. Default True.
+        act_cfg (dict, optional): activation after the primary conv and at the end; None for
+            none. Default ``dict(type='ReLU', inplace=True)`` (the official ``relu=True``).
         mode (str): ``'target'``, ``'hs'`` or ``'csla'``. Default 'target'.
         dw_size (int): kernel size of the cheap depthwise conv. Default 3.
         norm_cfg (dict): a BatchNorm config. Default ``dict(type='BN')``.
         deploy (bool): build the folded form directly. Default False.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, relu: bool = True,
+    branch_names = ('fusion_scale', 'final_bn')
+
+    def __init__(self, in_channels: int, out_channels: int, act_cfg: Optional[dict] = RELU,
                  mode: str = 'target', dw_size: int = 3, norm_cfg: Optional[dict] = None,
                  deploy: bool = False) -> None:
         super().__init__()
         self.mode = check_mode(mode)
-        init_ghost_module(self, 'RepOptGhostModule', in_channels, out_channels, relu, dw_size,
-                          norm_cfg, deploy)
+        self._init_ghost('RepOptGhostModule', in_channels, out_channels, act_cfg, dw_size,
+                         norm_cfg, deploy)
         if deploy:
-            self.cheap_operation = self._make_fused_conv()
+            self._init_deploy_form()
         else:
             if mode != 'target':
                 self.fusion_scale = ScaleLayer(out_channels, trainable=True)
             self.final_bn = build_batch_norm(norm_cfg, out_channels)
-            cheap = [nn.Conv2d(out_channels, out_channels, dw_size, 1, dw_size // 2,
-                               groups=out_channels, bias=False)]
+            cheap = [self._make_depthwise_conv()]
             if mode != 'target':
                 cheap.append(ScaleLayer(out_channels, trainable=mode == 'hs'))
             self.cheap_operation = nn.Sequential(*cheap)
-        self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
-
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return depthwise_fused_conv(self.out_channels, self.dw_size)
+        self.relu = build_nonlinear(act_cfg, 'act_cfg')
 
     def scale_names(self) -> Tuple[str, ...]:
         """Names (relative to the module) of the scales of the hs / csla form."""
@@ -238,12 +210,5 @@ class RepOptGhostModule(ReparamBlock):
         return csla_kernel(weight, self.cheap_operation[1].weight,
                            scale_identity=self.fusion_scale.weight, groups=self.out_channels)
 
-    def equivalent_kernel_bias(self) -> KernelBias:
-        """``(K, b)`` of the folded depthwise conv; differentiable."""
-        if self.deploy:
-            return self.cheap_operation.weight, self.cheap_operation.bias
+    def _fold_branches(self) -> KernelBias:
         return fuse_bn(self.conv_kernel(), self.final_bn)
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        self._install_fused('cheap_operation', kernel, bias, ('fusion_scale', 'final_bn'))
-

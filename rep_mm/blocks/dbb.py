@@ -30,7 +30,7 @@ from ..fusion import (KernelBias, avg_pool_kernel, bn_scale_shift, channel_ident
 from ..reparam import ReparamBlock
 from .conv_bn import ConvBN, build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
-from ._checks import check_conv_args, check_ints
+from ._checks import check_conv_args, check_divisible_by_groups, check_ints, check_odd_kernel
 
 
 class IdentityBasedConv1x1(nn.Conv2d):
@@ -84,7 +84,8 @@ class DiverseBranchBlock(ReparamBlock):
     """Diverse Branch Block (DBB), official parameter names.
 
     Keys: ``dbb_origin.{conv,bn}``, ``dbb_1x1.{conv,bn}``, ``dbb_avg.{conv,bn.bn,avgbn}``,
-    ``dbb_1x1_kxk.{idconv1|conv1,bn1.bn,conv2,bn2}``; deploy: ``dbb_reparam`` (with bias).
+    ``dbb_1x1_kxk.{idconv1|conv1,bn1.bn,conv2,bn2}``; deploy: ``dbb_reparam`` (with bias). The
+    activation keeps the official argument name ``nonlinear`` (it also takes an act_cfg dict).
 
     Args:
         in_channels (int): input channels.
@@ -103,6 +104,9 @@ class DiverseBranchBlock(ReparamBlock):
         norm_cfg (dict): BatchNorm config of the branches. Default ``dict(type='BN')``.
     """
 
+    fused_name = 'dbb_reparam'
+    branch_names = ('dbb_origin', 'dbb_1x1', 'dbb_avg', 'dbb_1x1_kxk')
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  padding: Optional[int] = None, dilation: int = 1, groups: int = 1,
                  internal_channels_1x1_3x3: Optional[int] = None, deploy: bool = False,
@@ -115,14 +119,14 @@ class DiverseBranchBlock(ReparamBlock):
         if internal_channels_1x1_3x3 is not None:
             check_ints('DiverseBranchBlock', 1,
                        internal_channels_1x1_3x3=internal_channels_1x1_3x3)
-        _check_dbb_args(in_channels, out_channels, kernel_size, padding, dilation, groups)
+        _check_dbb_args(kernel_size, padding, dilation)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
         self.dilation, self.groups = dilation, groups
         self.deploy = deploy
         self.nonlinear = build_nonlinear(nonlinear)
         if deploy:
-            self.dbb_reparam = self._make_fused_conv()
+            self._init_deploy_form()
             return
 
         self.dbb_origin = ConvBN(in_channels, out_channels, kernel_size, stride, padding,
@@ -144,9 +148,7 @@ class DiverseBranchBlock(ReparamBlock):
         internal = internal_channels_1x1_3x3
         if internal is None:
             internal = in_channels if groups < out_channels else 2 * in_channels
-        if internal % groups:
-            raise ValueError(f'internal_channels_1x1_3x3 ({internal}) must be divisible by '
-                             f'groups ({groups})')
+        check_divisible_by_groups('internal_channels_1x1_3x3', internal, groups)
         self.dbb_1x1_kxk = nn.Sequential()
         if internal == in_channels:
             self.dbb_1x1_kxk.add_module('idconv1', IdentityBasedConv1x1(in_channels, groups))
@@ -179,10 +181,7 @@ class DiverseBranchBlock(ReparamBlock):
         out = out + self.dbb_avg(x) + self.dbb_1x1_kxk(x)
         return self.nonlinear(out)
 
-    def equivalent_kernel_bias(self) -> KernelBias:
-        """``(K, b)`` of the fused kxk conv (see the module docstring); differentiable."""
-        if self.deploy:
-            return self.dbb_reparam.weight, self.dbb_reparam.bias
+    def _fold_branches(self) -> KernelBias:
         weight = self.dbb_origin.conv.weight
         branches = [self.dbb_origin.fused_kernel_bias()]
         if hasattr(self, 'dbb_1x1'):
@@ -206,22 +205,16 @@ class DiverseBranchBlock(ReparamBlock):
         branches.append(fuse_bn(kernel, seq.bn2, bias))
         return sum_branches(branches, self.kernel_size)
 
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        self._install_fused('dbb_reparam', kernel, bias,
-                            ('dbb_origin', 'dbb_1x1', 'dbb_avg', 'dbb_1x1_kxk'))
-
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, k={self.kernel_size}, '
                 f's={self.stride}, g={self.groups}, deploy={self.deploy}')
 
 
-def _check_dbb_args(in_channels: int, out_channels: int, kernel_size: int, padding: int,
-                    dilation: int, groups: int) -> None:
-    if kernel_size % 2 == 0 or kernel_size < 1:
-        raise ValueError(f'DiverseBranchBlock needs an odd kernel_size, got {kernel_size}')
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must be '
-                         f'divisible by groups ({groups})')
+def _check_dbb_args(kernel_size: int, padding: int, dilation: int) -> None:
+    """What DBB needs beyond :func:`check_conv_args`: its branches align only at the centre
+    padding of an odd kernel without dilation."""
+    check_odd_kernel('DiverseBranchBlock', kernel_size,
+                     'its 1x1, pooling and kxk branches share a centre')
     if dilation != 1:
         raise ValueError(f'DiverseBranchBlock supports only dilation=1 (its average-pooling '
                          f'branch has no dilated form), got {dilation}')

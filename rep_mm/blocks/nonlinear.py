@@ -1,4 +1,4 @@
-"""Resolve the ``nonlinear`` argument of the ACB / DBB / OREPA blocks into a module."""
+"""Resolve a block's activation argument (``act_cfg`` or the official ``nonlinear``) to a module."""
 from typing import Union
 
 from torch import nn
@@ -6,12 +6,13 @@ from torch import nn
 Nonlinear = Union[None, str, dict, nn.Module]
 
 
-def build_nonlinear(nonlinear: Nonlinear) -> nn.Module:
+def build_nonlinear(nonlinear: Nonlinear, name: str = 'nonlinear') -> nn.Module:
     """The activation applied after a block's branch sum.
 
-    Accepts what the original constructors take (an ``nn.Module`` such as ``nn.ReLU()``, or None
-    for none) and what mm configs can express: an mm ``act_cfg`` dict (``dict(type='ReLU')``) or
-    its type name (``'ReLU'``).
+    Accepts an mm ``act_cfg`` dict (``dict(type='ReLU')``) or its type name (``'ReLU'``), None
+    for none (``nn.Identity``), and what the original ACB / DBB / OREPA constructors take as
+    ``nonlinear`` (an ``nn.Module`` such as ``nn.ReLU()``). ``name`` is the argument's name in
+    the error message.
     """
     if nonlinear is None:
         return nn.Identity()
@@ -22,5 +23,5 @@ def build_nonlinear(nonlinear: Nonlinear) -> nn.Module:
     if isinstance(nonlinear, dict):
         from mmcv.cnn import build_activation_layer
         return build_activation_layer(dict(nonlinear))
-    raise TypeError(f'nonlinear must be None, an nn.Module, an act_cfg dict or a type name such as '
+    raise TypeError(f'{name} must be None, an nn.Module, an act_cfg dict or a type name such as '
                     f"'ReLU', got {type(nonlinear).__name__}")

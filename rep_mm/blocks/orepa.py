@@ -15,19 +15,20 @@ never run on data: each step builds the kernel (``weight_gen``) and runs one con
 ``conv(x; fuse_bn(W, BN))``. Kernels are composed by :mod:`rep_mm.fusion`.
 """
 import math
-from typing import List, Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..fusion import (KernelBias, channel_identity, compose_1x1_kxk, depthwise_separable_kernel,
-                      fuse_bn, fusion_dtype, pad_kernel)
+from ..fusion import (KernelBias, avg_pool_kernel, channel_identity, compose_1x1_depthwise,
+                      compose_1x1_kxk, depthwise_separable_kernel, fuse_bn, fusion_dtype,
+                      pad_kernel, scale_output_channels)
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
-from ._checks import (check_conv_args, check_groups_divide, check_ints, check_odd_kernel,
-                      check_ratio)
+from ._checks import (check_conv_args, check_divisible_by_groups, check_groups_divide, check_ints,
+                      check_odd_kernel, check_ratio)
 
 DW_EXPANSION = 8  # depthwise filters per input channel in the depthwise-separable branch
 # initial branch scales: origin, avg, prior, 1x1-kxk, 1x1, depthwise-separable
@@ -76,14 +77,11 @@ class OREPAKernelMixin:
                            kernel_size: int, groups: int, internal: Optional[int],
                            with_1x1: bool, vector_rows: int, init_hyper_para: float = 1.0,
                            init_hyper_gamma: float = 1.0, single_init: bool = False) -> None:
-        check_odd_kernel('OREPA', kernel_size,
-                         '(the prior, average and 1x1 branches are centred)')
+        check_odd_kernel('OREPA', kernel_size, 'the prior, average and 1x1 branches are centred')
         check_groups_divide(in_channels, out_channels, groups)
         if internal is None:
             internal = in_channels if groups <= 4 else 2 * in_channels
-        if internal % groups:
-            raise ValueError(f'internal_channels_1x1_3x3 ({internal}) must be divisible by '
-                             f'groups ({groups})')
+        check_divisible_by_groups('internal_channels_1x1_3x3', internal, groups)
         self.prefix, self.with_1x1 = prefix, with_1x1
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.groups = kernel_size, groups
@@ -104,7 +102,7 @@ class OREPAKernelMixin:
         param('gconv_dw', in_channels * DW_EXPANSION, 1, k, k)
         param('gconv_pw', out_channels, in_channels * DW_EXPANSION // groups, 1, 1)
         self.vector = nn.Parameter(torch.zeros(vector_rows, out_channels))
-        self.register_buffer(prefix + 'avg_avg', torch.full((k, k), 1.0 / (k * k)))
+        self.register_buffer(prefix + 'avg_avg', avg_pool_kernel(1, 1, k)[0, 0])  # (k, k)
         self.register_buffer('id_tensor', channel_identity(internal, cg))
         self.register_buffer(prefix + 'prior', frequency_prior(out_channels, k))
         self._rows = dict(origin=0, avg=1, prior=2, seq=3)
@@ -115,10 +113,11 @@ class OREPAKernelMixin:
                     INITIAL_SCALES[branch]
                 self.vector[row].fill_(value * math.sqrt(init_hyper_gamma))
 
-    def _orepa_param_names(self):
+    def _orepa_param_names(self) -> Tuple[str, ...]:
+        """Names of the kernel's parameters and buffers (what its deploy form deletes)."""
         names = ['origin', 'avg_conv', 'pfir_conv'] + (['1x1'] if self.with_1x1 else []) + [
             '1x1_kxk_idconv1', '1x1_kxk_conv2', 'gconv_dw', 'gconv_pw', 'avg_avg', 'prior']
-        return [self.prefix + name for name in names] + ['vector', 'id_tensor']
+        return tuple(self.prefix + name for name in names) + ('vector', 'id_tensor')
 
     def weight_gen(self, dtype: Optional[torch.dtype] = None) -> Tensor:
         """The kernel ``W`` (module docstring), ``(C_out, C_in // g, k, k)``, differentiable."""
@@ -128,7 +127,7 @@ class OREPAKernelMixin:
             return getattr(self, self.prefix + name).to(dtype)
 
         def scaled(kernel, branch):
-            return kernel * self.vector[self._rows[branch]].to(dtype).reshape(-1, 1, 1, 1)
+            return scale_output_channels(kernel, self.vector[self._rows[branch]].to(dtype))
 
         k, g = self.kernel_size, self.groups
         seq, _ = compose_1x1_kxk(get('1x1_kxk_idconv1') + self.id_tensor.to(dtype),
@@ -137,8 +136,8 @@ class OREPAKernelMixin:
                                          official_pointwise_order(get('gconv_pw'), g),
                                          self.in_channels, g)
         weight = (scaled(get('origin'), 'origin')
-                  + scaled(get('avg_conv') * get('avg_avg'), 'avg')
-                  + scaled(get('pfir_conv') * get('prior').unsqueeze(1), 'prior')
+                  + scaled(compose_1x1_depthwise(get('avg_conv'), get('avg_avg')), 'avg')
+                  + scaled(compose_1x1_depthwise(get('pfir_conv'), get('prior')), 'prior')
                   + scaled(seq.to(dtype), 'seq')
                   + scaled(dws.to(dtype), 'dws'))
         if self.with_1x1:
@@ -168,15 +167,10 @@ class GeneratedKernelBlock(ReparamBlock):
     """Base of the blocks that build their kernel at every step: ``y = act(BN(conv(x, W)))``.
 
     ``W = weight_gen()`` (``(C_out, C_in // g, k, k)``); deploy form: the conv ``fused_name``
-    with ``(K, b) = fuse_bn(W, BN)``. Subclasses set ``fused_name`` and define ``weight_gen``,
-    ``_generator_names()`` (what the deploy form deletes, besides ``bn``), ``stride``,
+    with ``(K, b) = fuse_bn(W, BN)``. Subclasses declare ``fused_name`` and ``branch_names``
+    (the generator's parameters and ``bn``) and define ``weight_gen``, ``stride``,
     ``padding``, ``dilation``, ``groups``, ``bn`` and ``nonlinear``.
     """
-
-    fused_name: str = ''
-
-    def _generator_names(self) -> List[str]:
-        raise NotImplementedError
 
     def _generator_dtype(self) -> torch.dtype:
         """The dtype whose fusion dtype (at least float32) ``W`` is generated in."""
@@ -189,22 +183,17 @@ class GeneratedKernelBlock(ReparamBlock):
                        self.groups)
         return self.nonlinear(self.bn(out))
 
-    def equivalent_kernel_bias(self) -> KernelBias:
+    def _fold_branches(self) -> KernelBias:
         """``fuse_bn(W, BN)``, computed in at least float32; differentiable."""
-        if self.deploy:
-            fused = getattr(self, self.fused_name)
-            return fused.weight, fused.bias
         return fuse_bn(self.weight_gen(fusion_dtype(self._generator_dtype())), self.bn)
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        self._install_fused(self.fused_name, kernel, bias, self._generator_names() + ['bn'])
 
 
 class OREPA(OREPAKernelMixin, GeneratedKernelBlock):
     """The OREPA kxk block (official class ``OREPA``), official parameter names.
 
     Keys: ``weight_orepa_*``, ``vector`` (6 x C_out), ``id_tensor``, ``bn``; deploy:
-    ``orepa_reparam`` (conv with bias).
+    ``orepa_reparam`` (conv with bias). The activation keeps the official argument name
+    ``nonlinear`` (it also takes an act_cfg dict).
 
     Args:
         in_channels (int): input channels.
@@ -223,6 +212,12 @@ class OREPA(OREPAKernelMixin, GeneratedKernelBlock):
         init_hyper_gamma (float): the initial scales are multiplied by its square root.
         norm_cfg (dict): BatchNorm config. Default ``dict(type='BN')``.
     """
+
+    fused_name = 'orepa_reparam'
+
+    @property
+    def branch_names(self) -> Tuple[str, ...]:
+        return self._orepa_param_names() + ('bn',)
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3,
                  stride: int = 1, padding: Optional[int] = None, groups: int = 1,
@@ -245,17 +240,12 @@ class OREPA(OREPAKernelMixin, GeneratedKernelBlock):
         if deploy:  # channels % groups: checked by check_conv_args above
             self.in_channels, self.out_channels = in_channels, out_channels
             self.kernel_size, self.groups = kernel_size, groups
-            self.orepa_reparam = self._make_fused_conv()
+            self._init_deploy_form()
             return
         self._init_orepa_kernel('weight_orepa_', in_channels, out_channels, kernel_size, groups,
                                 internal_channels_1x1_3x3, True, 6, init_hyper_para,
                                 init_hyper_gamma, single_init)
         self.bn = build_batch_norm(norm_cfg, out_channels)
-
-    fused_name = 'orepa_reparam'
-
-    def _generator_names(self) -> List[str]:
-        return self._orepa_param_names()
 
     def extra_repr(self) -> str:
         return (f'{self.in_channels}, {self.out_channels}, k={self.kernel_size}, '

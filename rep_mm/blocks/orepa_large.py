@@ -10,22 +10,16 @@ then one conv + BN. The original chains them by *correlating* the kernels (no 18
 which is the exact composition of stacked convs whose later kernels are flipped; rep_mm keeps
 that parametrisation so released weights compute the same function.
 """
-from typing import List, Optional
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..fusion import compose_1x1_kxk, compose_kernels, identity_kernel
+from ..fusion import compose_1x1_kxk, compose_kernels, identity_kernel, scale_output_channels
 from .conv_bn import build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
 from .orepa import GeneratedKernelBlock, OREPAWeightGenerator
-from ._checks import check_conv_args
-
-
-def _check_channels(in_channels: int, out_channels: int, groups: int) -> None:
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must be '
-                         f'divisible by groups ({groups})')
+from ._checks import check_conv_args, check_odd_kernel
 
 
 class OREPA1x1(GeneratedKernelBlock):
@@ -34,7 +28,8 @@ class OREPA1x1(GeneratedKernelBlock):
     Keys: ``weight_or1x1_origin``, ``weight_or1x1_l2i_conv1``, ``weight_or1x1_l2i_conv2``,
     ``vector`` (2 x C_out), ``bn``; deploy: ``or1x1_reparam``. The inner width of the linear
     branch is ``min(C_in, C_out)`` (identity-initialised factor on the smaller side).
-    Unlike the original, ``groups > 1`` works (grouped factors).
+    Unlike the original, ``groups > 1`` works (grouped factors). The activation keeps the
+    official argument name ``nonlinear`` (it also takes an act_cfg dict).
 
     Args:
         in_channels, out_channels (int): channels.
@@ -46,6 +41,10 @@ class OREPA1x1(GeneratedKernelBlock):
         norm_cfg (dict): BatchNorm config. Default ``dict(type='BN')``.
     """
 
+    fused_name = 'or1x1_reparam'
+    branch_names = ('weight_or1x1_origin', 'weight_or1x1_l2i_conv1', 'weight_or1x1_l2i_conv2',
+                    'vector', 'bn')
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1,
                  stride: int = 1, padding: int = 0, dilation: int = 1, groups: int = 1,
                  deploy: bool = False, nonlinear: Nonlinear = None, single_init: bool = False,
@@ -56,13 +55,12 @@ class OREPA1x1(GeneratedKernelBlock):
         if kernel_size != 1:
             raise ValueError(f'OREPA1x1 is a 1x1 block, got kernel_size={kernel_size}; use OREPA '
                              f'for kxk kernels')
-        _check_channels(in_channels, out_channels, groups)
-        self.in_channels, self.out_channels = in_channels, out_channels
+        self.in_channels, self.out_channels, self.kernel_size = in_channels, out_channels, 1
         self.stride, self.padding, self.dilation, self.groups = stride, padding, dilation, groups
         self.deploy = deploy
         self.nonlinear = build_nonlinear(nonlinear)
         if deploy:
-            self.or1x1_reparam = self._make_fused_conv()
+            self._init_deploy_form()
             return
         cg = in_channels // groups
         self.weight_or1x1_origin = nn.Parameter(nn.init.kaiming_uniform_(
@@ -81,23 +79,14 @@ class OREPA1x1(GeneratedKernelBlock):
             self.vector[1].fill_(0.0 if single_init else 0.5)
         self.bn = build_batch_norm(norm_cfg, out_channels)
 
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return nn.Conv2d(self.in_channels, self.out_channels, 1, self.stride, self.padding,
-                         self.dilation, self.groups, bias=True)
-
     def weight_gen(self, dtype: Optional[torch.dtype] = None) -> Tensor:
         """``v0 * K_origin + v1 * compose(K_1, K_2)``, ``(C_out, C_in // g, 1, 1)``."""
         dtype = dtype or self.vector.dtype
-        vector = self.vector.to(dtype).reshape(2, -1, 1, 1, 1)
+        vector = self.vector.to(dtype)
         seq, _ = compose_1x1_kxk(self.weight_or1x1_l2i_conv1.to(dtype),
                                  self.weight_or1x1_l2i_conv2.to(dtype), self.groups)
-        return self.weight_or1x1_origin.to(dtype) * vector[0] + seq.to(dtype) * vector[1]
-
-    fused_name = 'or1x1_reparam'
-
-    def _generator_names(self) -> List[str]:
-        return ['weight_or1x1_origin', 'weight_or1x1_l2i_conv1', 'weight_or1x1_l2i_conv2',
-                'vector']
+        return (scale_output_channels(self.weight_or1x1_origin.to(dtype), vector[0])
+                + scale_output_channels(seq.to(dtype), vector[1]))
 
 
 class OREPALargeConv(GeneratedKernelBlock):
@@ -105,7 +94,8 @@ class OREPALargeConv(GeneratedKernelBlock):
 
     Keys: ``weight0`` .. ``weight{n-1}`` (OREPA 3x3 generators, ``n = (k - 1) / 2``), ``bn``;
     deploy: ``or_large_reparam``. Unlike the original, ``groups > 1`` works (every generator
-    is grouped).
+    is grouped). The activation keeps the official argument name ``nonlinear`` (it also takes
+    an act_cfg dict).
 
     Args:
         in_channels, out_channels (int): channels (the inner width is ``out_channels``).
@@ -117,6 +107,12 @@ class OREPALargeConv(GeneratedKernelBlock):
         norm_cfg (dict): BatchNorm config. Default ``dict(type='BN')``.
     """
 
+    fused_name = 'or_large_reparam'
+
+    @property
+    def branch_names(self) -> Tuple[str, ...]:
+        return tuple(f'weight{i}' for i in range(self.layers)) + ('bn',)
+
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 7,
                  stride: int = 1, padding: Optional[int] = None, dilation: int = 1,
                  groups: int = 1, deploy: bool = False, nonlinear: Nonlinear = None,
@@ -124,10 +120,8 @@ class OREPALargeConv(GeneratedKernelBlock):
         super().__init__()
         check_conv_args('OREPALargeConv', in_channels, out_channels, kernel_size, stride,
                         dilation, groups, padding)
-        if kernel_size % 2 == 0 or kernel_size < 3:
-            raise ValueError(f'OREPALargeConv builds a kxk kernel from stacked 3x3 kernels, so '
-                             f'kernel_size must be odd and >= 3, got {kernel_size}')
-        _check_channels(in_channels, out_channels, groups)
+        check_odd_kernel('OREPALargeConv', kernel_size,
+                         'it builds the kxk kernel from stacked 3x3 kernels', minimum=3)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.dilation, self.groups = (kernel_size, stride,
                                                                      dilation, groups)
@@ -136,7 +130,7 @@ class OREPALargeConv(GeneratedKernelBlock):
         self.deploy = deploy
         self.nonlinear = build_nonlinear(nonlinear)
         if deploy:
-            self.or_large_reparam = self._make_fused_conv()
+            self._init_deploy_form()
             return
         for i in range(self.layers):
             setattr(self, f'weight{i}', OREPAWeightGenerator(
@@ -150,11 +144,6 @@ class OREPALargeConv(GeneratedKernelBlock):
             following = getattr(self, f'weight{i}').weight_gen(dtype)
             weight = compose_kernels(weight, following.flip(-2, -1), self.groups)
         return weight
-
-    fused_name = 'or_large_reparam'
-
-    def _generator_names(self) -> List[str]:
-        return [f'weight{i}' for i in range(self.layers)]
 
     def _generator_dtype(self) -> torch.dtype:
         return self.bn.running_var.dtype

@@ -17,9 +17,9 @@ from ..fusion import KernelBias, fuse_bn, fusion_dtype
 from .conv_bn import ConvBN, build_batch_norm
 from .nonlinear import Nonlinear, build_nonlinear
 from .orepa import OREPAKernelMixin
-from .repvgg import RepVGGStyleBlock, check_centre_padding
+from .repvgg import RepVGGStyleBlock
 from .se import SEBlock
-from ._checks import check_conv_args
+from ._checks import check_centre_padding, check_conv_args
 
 
 class OREPA3x3RepVGG(OREPAKernelMixin, nn.Module):
@@ -53,6 +53,8 @@ class OREPARepVGGBlock(RepVGGStyleBlock):
 
     Keys: ``rbr_identity`` (BN), ``rbr_dense`` (:class:`OREPA3x3RepVGG`), ``rbr_1x1``
     (``conv``, ``bn``), ``se`` (``down``, ``up``) when ``use_se``; deploy: ``rbr_reparam``.
+    The activation keeps the official argument name ``nonlinear`` (it also takes an act_cfg
+    dict).
 
     Args:
         in_channels, out_channels (int): channels.
@@ -77,8 +79,7 @@ class OREPARepVGGBlock(RepVGGStyleBlock):
         super().__init__()
         check_conv_args('OREPARepVGGBlock', in_channels, out_channels, kernel_size, stride,
                         dilation, groups, padding)
-        padding = check_centre_padding(in_channels, out_channels, kernel_size, padding,
-                                       dilation, groups)
+        padding = check_centre_padding('OREPARepVGGBlock', kernel_size, padding, dilation)
         centre = dilation * (kernel_size // 2)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -87,7 +88,7 @@ class OREPARepVGGBlock(RepVGGStyleBlock):
         self.nonlinearity = build_nonlinear(nonlinear)
         self.se = SEBlock(out_channels, out_channels // 16) if use_se else nn.Identity()
         if deploy:
-            self.rbr_reparam = self._make_fused_conv()
+            self._init_deploy_form()
             return
         has_identity = in_channels == out_channels and stride == 1 and padding == centre
         self.rbr_identity = build_batch_norm(norm_cfg, in_channels) if has_identity else None

@@ -18,10 +18,11 @@ from torch.nn import functional as F
 from ..fusion import KernelBias, fuse_bn, identity_kernel, sum_branches
 from ..reparam import ReparamBlock
 from .conv_bn import build_batch_norm
+from .nonlinear import build_nonlinear
 from ._checks import check_conv_args, check_ints, check_ratio
 
-__all__ = ['make_divisible', 'GhostSqueezeExcite', 'RepGhostModule', 'RepGhostBottleneck',
-           'ConvBnAct']
+__all__ = ['make_divisible', 'GhostSqueezeExcite', 'GhostModuleBase', 'RepGhostModule',
+           'RepGhostBottleneck', 'ConvBnAct']
 
 
 def make_divisible(value: float, divisor: int = 4, min_value: Optional[int] = None) -> int:
@@ -71,33 +72,53 @@ class ConvBnAct(nn.Module):
         return self.act1(self.bn1(self.conv(x)))
 
 
-def ghost_primary_conv(in_channels: int, out_channels: int, relu: bool,
+RELU = dict(type='ReLU', inplace=True)  # the ghost modules' default activation (official)
+
+
+def ghost_primary_conv(in_channels: int, out_channels: int, act_cfg: Optional[dict],
                        norm_cfg: Optional[dict]) -> nn.Sequential:
-    """The ghost modules' ``primary_conv``: 1x1 conv (no bias), BN, ReLU (or an empty
-    ``nn.Sequential`` when ``relu`` is False, as the official code); keys ``0.weight``, ``1.*``."""
+    """The ghost modules' ``primary_conv``: 1x1 conv (no bias), BN, activation (an empty
+    ``nn.Sequential`` when ``act_cfg`` is None, as the official code); keys ``0.weight``,
+    ``1.*``."""
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, 1, 1, 0, bias=False),
         build_batch_norm(norm_cfg, out_channels),
-        nn.ReLU(inplace=True) if relu else nn.Sequential())
+        nn.Sequential() if act_cfg is None else build_nonlinear(act_cfg, 'act_cfg'))
 
 
-def init_ghost_module(module: nn.Module, owner: str, in_channels: int, out_channels: int,
-                      relu: bool, dw_size: int, norm_cfg: Optional[dict], deploy: bool) -> None:
-    """What every ghost module's ``__init__`` starts with (:class:`RepGhostModule` and
-    ``RepOptGhostModule``): check the sizes, set ``out_channels``, ``dw_size``, ``deploy`` and
-    build ``primary_conv`` (:func:`ghost_primary_conv`)."""
-    check_ints(owner, 1, in_channels=in_channels, out_channels=out_channels, dw_size=dw_size)
-    module.out_channels, module.dw_size, module.deploy = out_channels, dw_size, deploy
-    module.primary_conv = ghost_primary_conv(in_channels, out_channels, relu, norm_cfg)
+class GhostModuleBase(ReparamBlock):
+    """What both ghost modules share (:class:`RepGhostModule`, ``csla.RepOptGhostModule``).
+
+    ``x1 = primary_conv(x)`` (:func:`ghost_primary_conv`), then a depthwise "cheap
+    operation" on ``x1`` with linear side branches; the deploy form is one same-size depthwise
+    conv with bias, ``cheap_operation`` (``(C, 1, k, k)``, ``k = dw_size``), whose geometry is
+    not the block's ``in_channels -> out_channels``. Activation: ``act_cfg`` (the official
+    ``relu=True`` is ``dict(type='ReLU', inplace=True)``, ``relu=False`` is None), after the
+    primary conv and at the end.
+    """
+
+    fused_name = 'cheap_operation'
+
+    def _init_ghost(self, owner: str, in_channels: int, out_channels: int,
+                    act_cfg: Optional[dict], dw_size: int, norm_cfg: Optional[dict],
+                    deploy: bool) -> None:
+        """Check the sizes, set ``out_channels``, ``dw_size``, ``deploy`` and build
+        ``primary_conv`` (the first sub-module of both ghost modules)."""
+        check_ints(owner, 1, in_channels=in_channels, out_channels=out_channels, dw_size=dw_size)
+        self.out_channels, self.dw_size, self.deploy = out_channels, dw_size, deploy
+        self.primary_conv = ghost_primary_conv(in_channels, out_channels, act_cfg, norm_cfg)
+
+    def _make_depthwise_conv(self, bias: bool = False) -> nn.Conv2d:
+        """The same-size depthwise conv of the cheap operation: without bias in training
+        form, with bias as the fused operator."""
+        return nn.Conv2d(self.out_channels, self.out_channels, self.dw_size, 1, self.dw_size // 2,
+                         groups=self.out_channels, bias=bias)
+
+    def _make_fused_conv(self) -> nn.Conv2d:
+        return self._make_depthwise_conv(bias=True)
 
 
-def depthwise_fused_conv(channels: int, kernel_size: int) -> nn.Conv2d:
-    """The deploy form of a ghost module's cheap operation: a same-size depthwise conv with bias."""
-    return nn.Conv2d(channels, channels, kernel_size, 1, kernel_size // 2, groups=channels,
-                     bias=True)
-
-
-class RepGhostModule(ReparamBlock):
+class RepGhostModule(GhostModuleBase):
     """The structural RepGhost module (module docstring), official names.
 
     ``primary_conv.{0,1}`` (1x1 conv, BN), ``cheap_operation.{0,1}`` (depthwise conv, BN),
@@ -106,29 +127,28 @@ class RepGhostModule(ReparamBlock):
     Args:
         in_channels (int): input channels.
         out_channels (int): output channels (= channels of the primary conv).
-        relu (bool): ReLU after the primary conv and at the end. Default True.
+        act_cfg (dict, optional): activation after the primary conv and at the end; None for
+            none. Default ``dict(type='ReLU', inplace=True)`` (the official ``relu=True``).
         dw_size (int): kernel size of the cheap depthwise conv. Default 3.
         norm_cfg (dict): a BatchNorm config. Default ``dict(type='BN')``.
         deploy (bool): build the fused form directly. Default False.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, relu: bool = True, dw_size: int = 3,
-                 norm_cfg: Optional[dict] = None, deploy: bool = False) -> None:
-        super().__init__()
-        init_ghost_module(self, 'RepGhostModule', in_channels, out_channels, relu, dw_size,
-                          norm_cfg, deploy)
-        if deploy:
-            self.cheap_operation = self._make_fused_conv()
-        else:
-            self.cheap_operation = nn.Sequential(
-                nn.Conv2d(out_channels, out_channels, dw_size, 1, dw_size // 2,
-                          groups=out_channels, bias=False),
-                build_batch_norm(norm_cfg, out_channels))
-            self.fusion_bn = nn.ModuleList([build_batch_norm(norm_cfg, out_channels)])
-        self.relu = nn.ReLU(inplace=True) if relu else nn.Identity()
+    branch_names = ('fusion_bn',)
 
-    def _make_fused_conv(self) -> nn.Conv2d:
-        return depthwise_fused_conv(self.out_channels, self.dw_size)
+    def __init__(self, in_channels: int, out_channels: int, act_cfg: Optional[dict] = RELU,
+                 dw_size: int = 3, norm_cfg: Optional[dict] = None,
+                 deploy: bool = False) -> None:
+        super().__init__()
+        self._init_ghost('RepGhostModule', in_channels, out_channels, act_cfg, dw_size,
+                         norm_cfg, deploy)
+        if deploy:
+            self._init_deploy_form()
+        else:
+            self.cheap_operation = nn.Sequential(self._make_depthwise_conv(),
+                                                 build_batch_norm(norm_cfg, out_channels))
+            self.fusion_bn = nn.ModuleList([build_batch_norm(norm_cfg, out_channels)])
+        self.relu = build_nonlinear(act_cfg, 'act_cfg')
 
     def forward(self, x: Tensor) -> Tensor:
         x1 = self.primary_conv(x)
@@ -137,21 +157,15 @@ class RepGhostModule(ReparamBlock):
             out = out + self.fusion_bn[0](x1)
         return self.relu(out)
 
-    def equivalent_kernel_bias(self) -> KernelBias:
-        """``(K, b)`` of the fused depthwise conv; differentiable."""
-        if self.deploy:
-            return self.cheap_operation.weight, self.cheap_operation.bias
+    def _fold_branches(self) -> KernelBias:
         weight = self.cheap_operation[0].weight
         eye = identity_kernel(self.out_channels, self.out_channels, 1, dtype=weight.dtype,
                               device=weight.device)
         return sum_branches([fuse_bn(weight, self.cheap_operation[1]),
                              fuse_bn(eye, self.fusion_bn[0])], self.dw_size)
 
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        self._install_fused('cheap_operation', kernel, bias, ('fusion_bn',))
 
-
-GhostFactory = Callable[..., nn.Module]  # (in_channels, out_channels, relu=...) -> module
+GhostFactory = Callable[..., nn.Module]  # (in_channels, out_channels, act_cfg=...) -> module
 
 
 class RepGhostBottleneck(nn.Module):
@@ -168,7 +182,8 @@ class RepGhostBottleneck(nn.Module):
         dw_kernel_size (int): kernel size of ``conv_dw`` and the shortcut's depthwise conv.
         stride (int): 1 or 2.
         se_ratio (float): squeeze-excite ratio, 0 for none.
-        ghost_module (callable): ``(in, out, relu=bool) -> module`` building the ghost modules.
+        ghost_module (callable): ``(in, out, act_cfg=dict | None) -> module`` building the
+            ghost modules (``ghost1`` with ReLU, ``ghost2`` without).
         norm_cfg (dict): a BatchNorm config.
     """
 
@@ -185,13 +200,13 @@ class RepGhostBottleneck(nn.Module):
             raise ValueError(f'a ghost bottleneck has stride 1 or 2, got {stride}')
         self.stride = stride
         padding = (dw_kernel_size - 1) // 2
-        self.ghost1 = ghost_module(in_channels, mid_channels, relu=True)
+        self.ghost1 = ghost_module(in_channels, mid_channels, act_cfg=RELU)
         if stride > 1:
             self.conv_dw = nn.Conv2d(mid_channels, mid_channels, dw_kernel_size, stride, padding,
                                      groups=mid_channels, bias=False)
             self.bn_dw = build_batch_norm(norm_cfg, mid_channels)
         self.se = GhostSqueezeExcite(mid_channels, se_ratio) if se_ratio > 0 else None
-        self.ghost2 = ghost_module(mid_channels, out_channels, relu=False)
+        self.ghost2 = ghost_module(mid_channels, out_channels, act_cfg=None)
         if in_channels == out_channels and stride == 1:
             self.shortcut = nn.Sequential()
         else:

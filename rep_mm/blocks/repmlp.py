@@ -12,7 +12,7 @@ Each local conv is a linear map on a fixed ``h x w`` partition, hence an FC
 (``fusion.conv_to_fc``); after folding the BNs (``fusion.fuse_bn``), ``local_inject()`` /
 ``switch_to_deploy()`` leaves one FC ``fc3`` with bias. The global perceptron stays.
 """
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from ..fusion import KernelBias, conv_to_fc, fuse_bn, sum_branches
 from ..reparam import ReparamBlock
 from .conv_bn import ConvBN, build_batch_norm
+from ._checks import check_ints, check_odd_kernel
 
 
 class GlobalPerceptron(nn.Module):
@@ -59,11 +60,20 @@ class RepMLPBlock(ReparamBlock):
     Shapes: ``(N, C, H, W) -> (N, C, H, W)`` with ``H % h == 0`` and ``W % w == 0``.
     """
 
+    fused_name = 'fc3'
+
+    @property
+    def branch_names(self) -> Tuple[str, ...]:
+        return ('fc3_bn',) + tuple(f'repconv{k}' for k in self.reparam_conv_k)
+
     def __init__(self, in_channels: int, out_channels: int, h: int, w: int,
                  reparam_conv_k: Optional[Sequence[int]] = None,
                  globalperceptron_reduce: int = 4, num_sharesets: int = 1,
                  deploy: bool = False, norm_cfg: Optional[dict] = None) -> None:
         super().__init__()
+        check_ints('RepMLPBlock', 1, in_channels=in_channels, out_channels=out_channels, h=h,
+                   w=w, globalperceptron_reduce=globalperceptron_reduce,
+                   num_sharesets=num_sharesets)
         if in_channels != out_channels:
             raise ValueError(f'RepMLPBlock keeps the channel count: in_channels ({in_channels}) '
                              f'must equal out_channels ({out_channels})')
@@ -71,21 +81,28 @@ class RepMLPBlock(ReparamBlock):
             raise ValueError(f'channels ({in_channels}) must be divisible by num_sharesets '
                              f'({num_sharesets})')
         kernels = tuple(reparam_conv_k or ())
-        if any(k % 2 == 0 for k in kernels):
-            raise ValueError(f'reparam_conv_k must hold odd sizes, got {kernels}')
+        for k in kernels:
+            check_odd_kernel('RepMLPBlock', k, 'the local convs are "same" convs',
+                             name='every reparam_conv_k entry')
         self.channels, self.h, self.w, self.num_sharesets = in_channels, h, w, num_sharesets
         self.reparam_conv_k = kernels
         self.deploy = deploy
-        features = h * w * num_sharesets
         self.gp = GlobalPerceptron(in_channels, in_channels // globalperceptron_reduce)
-        self.fc3 = nn.Conv2d(features, features, 1, bias=deploy, groups=num_sharesets)
         if deploy:
-            self.fc3_bn = nn.Identity()
+            self._init_deploy_form()
             return
+        features = h * w * num_sharesets
+        self.fc3 = nn.Conv2d(features, features, 1, bias=False, groups=num_sharesets)
         self.fc3_bn = build_batch_norm(norm_cfg, num_sharesets)
         for k in kernels:
             self.add_module(f'repconv{k}', ConvBN(num_sharesets, num_sharesets, k, padding=k // 2,
                                                  groups=num_sharesets, norm_cfg=norm_cfg))
+
+    def _make_fused_conv(self) -> nn.Conv2d:
+        """``fc3`` with bias: a grouped 1x1 conv (one FC per share-set) over the
+        ``S * h * w`` features of a partition."""
+        features = self.h * self.w * self.num_sharesets
+        return nn.Conv2d(features, features, 1, bias=True, groups=self.num_sharesets)
 
     def _partitions(self, x: Tensor) -> Tensor:
         n, c, height, width = x.shape
@@ -102,8 +119,9 @@ class RepMLPBlock(ReparamBlock):
         parts = self._partitions(x)
         rows_h, rows_w = parts.shape[1], parts.shape[2]
         flat = parts.reshape(-1, self.num_sharesets * self.h * self.w, 1, 1)
-        out = self.fc3_bn(self.fc3(flat).reshape(-1, self.num_sharesets, self.h, self.w))
+        out = self.fc3(flat).reshape(-1, self.num_sharesets, self.h, self.w)
         if not self.deploy:
+            out = self.fc3_bn(out)
             local = parts.reshape(-1, self.num_sharesets, self.h, self.w)
             for k in self.reparam_conv_k:
                 out = out + getattr(self, f'repconv{k}')(local)
@@ -114,26 +132,16 @@ class RepMLPBlock(ReparamBlock):
         out = out.permute(0, 3, 1, 4, 2, 5)
         return out.reshape(n, c, height, width) * gate
 
-    def equivalent_kernel_bias(self) -> KernelBias:
+    def _fold_branches(self) -> KernelBias:
         """``(weight, bias)`` of the fused ``fc3``: shapes ``(S*h*w, h*w, 1, 1)``, ``(S*h*w,)``."""
-        if self.deploy:
-            return self.fc3.weight, self.fc3.bias
-        weight, bias = fuse_bn(self.fc3.weight, self.fc3_bn, self.fc3.bias,
-                               outputs_per_feature=self.h * self.w)
+        branches = [fuse_bn(self.fc3.weight, self.fc3_bn, self.fc3.bias,
+                            outputs_per_feature=self.h * self.w)]
         if self.reparam_conv_k:
             kernel, conv_bias = sum_branches(
                 getattr(self, f'repconv{k}').fused_kernel_bias() for k in self.reparam_conv_k)
             fc_weight, fc_bias = conv_to_fc(kernel, conv_bias, self.h, self.w)
-            weight = weight + fc_weight.reshape_as(weight)
-            bias = bias + fc_bias
-        return weight, bias
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        features = self.h * self.w * self.num_sharesets
-        fused = nn.Conv2d(features, features, 1, bias=True, groups=self.num_sharesets)
-        branches = [f'repconv{k}' for k in self.reparam_conv_k] + ['fc3', 'fc3_bn']
-        self._install_fused('fc3', kernel, bias, branches, fused)
-        self.fc3_bn = nn.Identity()
+            branches.append((fc_weight.reshape_as(branches[0][0]), fc_bias))
+        return sum_branches(branches)
 
     @torch.no_grad()
     def local_inject(self) -> None:

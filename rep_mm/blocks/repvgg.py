@@ -18,36 +18,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils import checkpoint as cp
 
-from ..fusion import KernelBias, fuse_bn, identity_kernel, sum_branches
+from ..fusion import KernelBias, bn_scale_shift, fuse_bn, identity_kernel, sum_branches
 from ..reparam import ReparamBlock
 from .conv_bn import ConvBN, build_batch_norm
 from .nonlinear import build_nonlinear
 from .se import SEBlock
-from ._checks import check_conv_args, check_ints, check_ratio
+from ._checks import check_centre_padding, check_conv_args, check_ints
 
 SE_POSITIONS = (None, 'pre', 'post')
-# training-time branches of RepVGG-style blocks (``rbr_identity`` may be None)
-REPVGG_BRANCHES = ('rbr_dense', 'rbr_1x1', 'rbr_identity')
-
-
-def check_centre_padding(in_channels: int, out_channels: int, kernel_size: int,
-                         padding: Optional[int], dilation: int, groups: int) -> int:
-    """Validate the arguments of a kxk + 1x1 (+ identity) block; return its kxk padding.
-
-    ``padding`` defaults to the centre padding ``dilation * (k // 2)`` and may not be less,
-    so that the 1x1 branch (padded by ``padding - centre``) lines up with the kxk centre.
-    """
-    if kernel_size % 2 == 0:
-        raise ValueError(f'kernel_size must be odd, got {kernel_size}')
-    if in_channels % groups or out_channels % groups:
-        raise ValueError(f'in_channels ({in_channels}) and out_channels ({out_channels}) must '
-                         f'be divisible by groups ({groups})')
-    centre = dilation * (kernel_size // 2)
-    padding = centre if padding is None else padding
-    if padding < centre:
-        raise ValueError(f'padding ({padding}) must be at least dilation * (kernel_size // 2) '
-                         f'= {centre} so that the 1x1 branch aligns with the centre')
-    return padding
 
 
 class RepVGGStyleBlock(ReparamBlock):
@@ -57,10 +35,10 @@ class RepVGGStyleBlock(ReparamBlock):
     ``K = fuse(dense) + pad(fuse(1x1), k) + pad(fuse_bn(I, BN_id), k)``,
     ``K``: ``(C_out, C_in // g, k, k)``."""
 
-    def equivalent_kernel_bias(self) -> KernelBias:
-        """``(K, b)`` of the fused kxk conv; differentiable."""
-        if self.deploy:
-            return self.rbr_reparam.weight, self.rbr_reparam.bias
+    fused_name = 'rbr_reparam'
+    branch_names = ('rbr_dense', 'rbr_1x1', 'rbr_identity')
+
+    def _fold_branches(self) -> KernelBias:
         branches = [self.rbr_dense.fused_kernel_bias(), self.rbr_1x1.fused_kernel_bias()]
         if self.rbr_identity is not None:
             weight = self.rbr_1x1.conv.weight
@@ -68,9 +46,6 @@ class RepVGGStyleBlock(ReparamBlock):
                                   device=weight.device)
             branches.append(fuse_bn(eye, self.rbr_identity))
         return sum_branches(branches, self.kernel_size)
-
-    def _build_deploy_module(self, kernel: Tensor, bias: Tensor) -> None:
-        self._install_fused('rbr_reparam', kernel, bias, REPVGG_BRANCHES)
 
 
 class RepVGGBlock(RepVGGStyleBlock):
@@ -106,18 +81,14 @@ class RepVGGBlock(RepVGGStyleBlock):
                  groups: int = 1, padding_mode: str = 'zeros', deploy: bool = False,
                  use_identity: bool = True, se_position: Optional[str] = None,
                  se_ratio: int = 16, norm_cfg: Optional[dict] = None,
-                 act_cfg: Optional[dict] = dict(type='ReLU', inplace=True), with_cp: bool = False) -> None:
+                 act_cfg: Optional[dict] = dict(type='ReLU', inplace=True),
+                 with_cp: bool = False) -> None:
         super().__init__()
         check_conv_args('RepVGGBlock', in_channels, out_channels, kernel_size, stride, dilation,
                         groups, padding)
         if se_position is not None:
             check_ints('RepVGGBlock', 1, se_ratio=se_ratio)
-        if in_channels < 1 or out_channels < 1:
-            raise ValueError(f'RepVGGBlock needs at least 1 input and 1 output channel, got '
-                             f'in_channels={in_channels}, out_channels={out_channels} (a '
-                             f'width_factor too small for the base channels?)')
-        padding = check_centre_padding(in_channels, out_channels, kernel_size, padding,
-                                       dilation, groups)
+        padding = check_centre_padding('RepVGGBlock', kernel_size, padding, dilation)
         if se_position not in SE_POSITIONS:
             raise ValueError(f'se_position must be one of {SE_POSITIONS}, got {se_position!r}')
         centre_padding = dilation * (kernel_size // 2)
@@ -127,7 +98,7 @@ class RepVGGBlock(RepVGGStyleBlock):
         self.with_cp = with_cp
         self.deploy = deploy
 
-        self.nonlinearity = build_nonlinear(act_cfg)
+        self.nonlinearity = build_nonlinear(act_cfg, 'act_cfg')
         if se_position == 'pre':
             self.se = SEBlock(out_channels, out_channels // se_ratio)
         elif se_position == 'post':
@@ -135,7 +106,7 @@ class RepVGGBlock(RepVGGStyleBlock):
         self.se_position = se_position
 
         if deploy:
-            self.rbr_reparam = self._make_fused_conv()
+            self._init_deploy_form()
             return
         has_identity = (use_identity and in_channels == out_channels and stride == 1
                         and padding == centre_padding)
@@ -183,8 +154,8 @@ class RepVGGBlock(RepVGGStyleBlock):
         centre = self.kernel_size // 2
         dense_centre = k_dense[:, :, centre:centre + 1, centre:centre + 1]
 
-        def bn_gain(bn: nn.Module) -> Tensor:
-            return (bn.weight / (bn.running_var + bn.eps).sqrt()).reshape(-1, 1, 1, 1).detach()
+        def bn_gain(bn: nn.Module) -> Tensor:  # t, treated as a constant
+            return bn_scale_shift(bn, k_dense.dtype)[0].reshape(-1, 1, 1, 1).detach()
 
         t_dense, t_1x1 = bn_gain(self.rbr_dense.bn), bn_gain(self.rbr_1x1.bn)
         off_centre = (k_dense ** 2).sum() - (dense_centre ** 2).sum()
