@@ -28,6 +28,6 @@ setup(
         'demo': ['scikit-learn', 'matplotlib', 'tqdm', 'rich'],
         'tests': ['pytest', 'hypothesis', 'scikit-learn'],
     },
-    entry_points={'console_scripts': ['rep-mm=rep_mm.cli.main:main']},
+    entry_points={'console_scripts': ['rep-mm=rep_mm.cli:main']},
     license='Apache-2.0',
 )

@@ -49,3 +49,28 @@ def test_snippet_builds_runs_and_converts(index, tmp_path):
                             else m.extract_feat(inputs))
     assert report.passed and report.max_rel_error <= 1e-5
     assert len(report.converted) > 0
+
+
+def test_the_form_aware_loading_snippet_runs_as_shown(tmp_path, monkeypatch, capsys):
+    """The README's ``load_into`` snippet, run from the repo root on the two checkpoint forms
+    the demo writes (made here from the same config: training form and converted)."""
+    import copy
+    snippet = next(b for b in re.findall(r'```python\n(.*?)```', README.read_text(), re.DOTALL)
+                   if 'load_into(' in b)
+    path = re.search(r"load_into\(model, '([^']+)'\)", snippet).group(1)
+    from rep_mm.integrations import build_model
+    cfg = Config.fromfile(str(README.parent / 'configs/repvgg/repvgg-tiny_1xb32_digits.py'))
+    trained = randomize_bn_statistics(build_model(cfg), seed=3)
+    converted = copy.deepcopy(trained)
+    reparameterize(converted)
+    monkeypatch.chdir(README.parent)
+    for form, model in (('deploy', converted), ('training', trained)):
+        checkpoint = tmp_path / f'{form}.pth'
+        torch.save({'state_dict': model.state_dict()}, checkpoint)
+        namespace = {}
+        exec(compile(snippet.replace(path, str(checkpoint)), 'README.md', 'exec'), namespace)
+        assert namespace['result'].form == form
+        assert capsys.readouterr().out.startswith(form)
+        loaded = namespace['model'].state_dict()
+        assert loaded.keys() == model.state_dict().keys()
+        assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())

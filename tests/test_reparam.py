@@ -212,7 +212,7 @@ def test_float64_conversion_still_exact():
 
 @pytest.mark.parametrize('command', ['convert', 'verify'])
 def test_cli_on_a_nan_checkpoint_exits_1_and_writes_nothing(command, tmp_path, capsys):
-    from rep_mm.cli.main import EXIT_FAILED, build_arch_model, main
+    from rep_mm.cli.dispatch import EXIT_FAILED, build_arch_model, main
     model = randomize_bn_statistics(build_arch_model('RepVGG-A0'), 5)
     state = model.official_state_dict()
     state['stage1.0.rbr_dense.conv.weight'].view(-1)[7] = float('nan')
@@ -225,3 +225,101 @@ def test_cli_on_a_nan_checkpoint_exits_1_and_writes_nothing(command, tmp_path, c
     assert 'stage1.0' in printed and 'rbr_dense.conv.weight' in printed
     assert 'PASS' not in printed and 'FAIL' in printed
     assert not out.exists()
+
+
+class DeclaredConvBN(ReparamBlock):
+    """The smallest declared block: ``BN(conv3x3(x))`` folded into the conv ``fused``."""
+
+    fused_name = 'fused'
+    branch_names = ('conv', 'bn')
+    in_channels = out_channels = 3
+    kernel_size, stride, padding, dilation, groups = 3, 1, 1, 1, 1
+
+    def __init__(self, deploy: bool = False) -> None:
+        super().__init__()
+        self.deploy = deploy
+        if deploy:
+            self._init_deploy_form()
+            return
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return self.fused(x) if self.deploy else self.bn(self.conv(x))
+
+    def _fold_branches(self):
+        return rep_mm.fusion.fuse_bn(self.conv.weight, self.bn)
+
+
+def test_a_declared_block_gets_the_whole_deploy_protocol():
+    block = randomize_bn_statistics(DeclaredConvBN(), 0).eval()
+    x = torch.randn(2, 3, 6, 6)
+    with torch.no_grad():
+        expected = block(x)
+    kernel, bias = block.equivalent_kernel_bias()
+    assert kernel.requires_grad  # the training form folds differentiably
+    report = reparameterize(block, verify=x)
+    assert report.passed and report.converted == ['']
+    assert block.deploy and not hasattr(block, 'conv') and not hasattr(block, 'bn')
+    assert list(block.state_dict()) == list(DeclaredConvBN(deploy=True).state_dict()) == [
+        'fused.weight', 'fused.bias']
+    fused_kernel, fused_bias = block.equivalent_kernel_bias()
+    assert fused_kernel is block.fused.weight and fused_bias is block.fused.bias
+    assert torch.equal(fused_kernel, kernel.detach()) and torch.equal(fused_bias, bias.detach())
+    with torch.no_grad():
+        assert torch.allclose(block(x), expected, atol=1e-5)
+
+
+def test_a_block_without_declarations_says_what_is_missing():
+    class Undeclared(ReparamBlock):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(2, 2, 1)
+
+    with pytest.raises(NotImplementedError, match='_fold_branches'):
+        Undeclared().switch_to_deploy()
+    with pytest.raises(NotImplementedError, match='fused_name'):
+        Undeclared()._init_deploy_form()
+
+
+def _declared_blocks():
+    from rep_mm.backbones.reparam_resnet import ConvBNLayer
+    from rep_mm.blocks import (OREPA, ACBlock, DiverseBranchBlock, OREPA1x1, OREPALargeConv,
+                               OREPARepVGGBlock, RepGhostModule, RepMLPBlock, RepOptGhostModule,
+                               RepOptVGGBlock)
+    return [
+        (RepVGGBlock, dict(in_channels=4, out_channels=4)),
+        (ACBlock, dict(in_channels=4, out_channels=4, kernel_size=3, padding=1)),
+        (DiverseBranchBlock, dict(in_channels=4, out_channels=4, kernel_size=3)),
+        (OREPA, dict(in_channels=4, out_channels=4)),
+        (OREPA1x1, dict(in_channels=4, out_channels=8)),
+        (OREPALargeConv, dict(in_channels=4, out_channels=4, kernel_size=5)),
+        (OREPARepVGGBlock, dict(in_channels=4, out_channels=4)),
+        (RepGhostModule, dict(in_channels=4, out_channels=8)),
+        (RepOptGhostModule, dict(in_channels=4, out_channels=8, mode='hs')),
+        (RepOptVGGBlock, dict(in_channels=4, out_channels=4, mode='csla')),
+        (RepMLPBlock, dict(in_channels=4, out_channels=4, h=2, w=2, reparam_conv_k=(1, 3))),
+        (ConvBNLayer, dict(in_channels=4, out_channels=4, kernel_size=3, padding=1)),
+    ]
+
+
+@pytest.mark.parametrize('cls, kwargs', _declared_blocks(),
+                         ids=[cls.__name__ for cls, _ in _declared_blocks()])
+def test_every_block_declares_its_fused_operator_and_branches(cls, kwargs):
+    """After conversion the ``branch_names`` are gone, ``fused_name`` is a conv with bias whose
+    weight and bias ``equivalent_kernel_bias()`` returns, and the deploy-form constructor
+    builds exactly the converted keys."""
+    block = randomize_bn_statistics(cls(**kwargs), 1).eval()
+    assert block.fused_name and block.branch_names
+    trained = set(block.state_dict())
+    assert any(key.split('.')[0] in block.branch_names for key in trained)
+    x = torch.randn(2, 4, 4, 4)
+    report = reparameterize(block, verify=x)
+    assert report.passed, report.summary()
+    assert not any(hasattr(block, name) for name in block.branch_names
+                   if name != block.fused_name)
+    fused = getattr(block, block.fused_name)
+    assert isinstance(fused, nn.Conv2d) and fused.bias is not None
+    kernel, bias = block.equivalent_kernel_bias()
+    assert kernel is fused.weight and bias is fused.bias
+    assert list(block.state_dict()) == list(cls(**kwargs, deploy=True).state_dict())

@@ -10,10 +10,10 @@ import os
 import sys
 
 try:
-    from rep_mm.cli.main import main
+    from rep_mm.cli.dispatch import main
 except ImportError:  # running from a source checkout without installing
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from rep_mm.cli.main import main
+    from rep_mm.cli.dispatch import main
 
 if __name__ == '__main__':
     sys.exit(main(['extract-scales', *sys.argv[1:]]))

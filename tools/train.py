@@ -50,19 +50,24 @@ def parse_runner_args(parser: argparse.ArgumentParser, argv,
     return args
 
 
-def bad_input(message: str) -> None:
-    """Report bad input on stderr and exit with code 2 (before any work is done)."""
-    print(f'error: {message}', file=sys.stderr)
-    raise SystemExit(2)
+PROG = 'tools/train.py'
 
 
-def load_config(args) -> Config:
-    """The config with command-line overrides, work dir and launcher applied."""
-    from rep_mm.io.files import ConfigError, load_config_file
+def bad_input(message: str, prog: str = PROG) -> None:
+    """Report bad input as ``PROG: error: MESSAGE`` and exit with code 2 (before any work),
+    as every rep_mm command line does (:func:`rep_mm.cli.args.exit_bad_input`)."""
+    from rep_mm.cli.args import exit_bad_input
+    exit_bad_input(prog, message)
+
+
+def load_config(args, prog: str = PROG) -> Config:
+    """The config with command-line overrides, work dir and launcher applied (bad input is
+    reported as ``PROG: error: ...``, exit code 2)."""
+    from rep_mm.io import ConfigError, load_config_file
     try:
         cfg = load_config_file(args.config)
     except ConfigError as error:
-        bad_input(str(error))
+        bad_input(str(error), prog)
     if args.cfg_options:
         old_root = cfg.get('data_root')
         cfg.merge_from_dict(args.cfg_options)
@@ -77,13 +82,13 @@ def load_config(args) -> Config:
     if getattr(args, 'resume', None) == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif getattr(args, 'resume', None):
-        from rep_mm.io.checkpoint import CheckpointError, verify_zip_checkpoint
+        from rep_mm.io import CheckpointError, verify_zip_checkpoint
         if not osp.isfile(args.resume):
-            bad_input(f'--resume checkpoint {args.resume!r} is not a file')
+            bad_input(f'--resume checkpoint {args.resume!r} is not a file', prog)
         try:  # the CRCs before the Runner reads it (torch.load does not check them)
             verify_zip_checkpoint(args.resume)
         except CheckpointError as error:
-            bad_input(f'--resume: {error}')
+            bad_input(f'--resume: {error}', prog)
         cfg.resume, cfg.load_from = True, args.resume
     return cfg
 
@@ -118,7 +123,7 @@ def replace_sync_bn(cfg: Config) -> list:
     return changed
 
 
-def prepare_cpu_distributed(cfg: Config) -> None:
+def prepare_cpu_distributed(cfg: Config, prog: str = PROG) -> None:
     """Make a ``launcher='pytorch'`` run work without CUDA (gloo, DDP without devices).
 
     Initialises the gloo process group from torchrun's environment before the Runner exists,
@@ -144,7 +149,7 @@ def prepare_cpu_distributed(cfg: Config) -> None:
                    if k not in os.environ]
         if missing:
             bad_input(f'--launcher pytorch needs the torchrun environment; {missing} not set '
-                      f'(start with tools/dist_train.sh or torchrun)')
+                      f'(start with tools/dist_train.sh or torchrun)', prog)
         extra = {k: v for k, v in dist_cfg.items() if k not in ('backend',)}
         dist.init_process_group(backend='gloo', **extra)
 
@@ -160,7 +165,7 @@ def build_runner(cfg: Config):
 
 def safe_checkpoint_loading():
     """Context in which mmengine's ``torch.load`` accepts Runner checkpoints (and no more)."""
-    from rep_mm.io.checkpoint import runner_allow_list
+    from rep_mm.io import runner_allow_list
     return runner_allow_list()  # nests with rep_mm's own loads (torch's context does not)
 
 

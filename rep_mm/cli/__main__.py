@@ -1,6 +1,6 @@
 """``python -m rep_mm.cli``: the ``rep-mm`` command."""
 import sys
 
-from .main import main
+from .dispatch import main
 
 sys.exit(main())

@@ -30,22 +30,20 @@ import torch
 from torch import Tensor
 
 from .args import add_overwrite, add_unsafe_load, parse_or_exit_code, run_reporting_errors
-from ..io.files import check_output_path
 
 __all__ = ['extract_scales_file', 'main']
 
 
 def _target_model(cfg, config: str):
-    """The model of the loaded ``cfg`` (file ``config``) with its RepOpt backbone in target form."""
-    from mmengine.registry import MODELS, init_default_scope
+    """The model of the loaded ``cfg`` (file ``config``) with its RepOpt backbone in target
+    form; what the config asks for that cannot be built is a ``ConfigError``."""
+    from .common import build_model_of_config
 
     model_cfg = cfg.model
     backbone = model_cfg.get('backbone', model_cfg)
     if 'mode' in backbone or 'RepOpt' in str(backbone.get('type', '')):
         backbone['mode'] = 'target'
-    if cfg.get('default_scope'):
-        init_default_scope(cfg.default_scope)
-    return MODELS.build(model_cfg)
+    return build_model_of_config(cfg, config, model_cfg)
 
 
 def extract_scales_file(hs_checkpoint: str, out: str, config: str,
@@ -56,24 +54,29 @@ def extract_scales_file(hs_checkpoint: str, out: str, config: str,
         dict: ``out``, ``num_scales``, ``num_blocks`` and ``keys`` (the target's names).
 
     Raises:
-        FileExistsError / IsADirectoryError / ValueError: bad output path (never the input);
-        rep_mm.io.checkpoint.CheckpointError: unreadable checkpoint;
+        rep_mm.io.OutputPathError / FileExistsError / IsADirectoryError / ...: a bad output
+            path (:func:`rep_mm.io.check_output_path`; never the input);
+        rep_mm.io.CheckpointError: a missing or unreadable checkpoint;
+        rep_mm.io.ConfigError: a missing or unreadable config, or one whose model cannot be
+            built;
         rep_mm.optim.ScalesError: the scales do not fit the target (names them).
     """
-    from ..io.checkpoint import save_checkpoint_atomic
+    from ..io import (CheckpointError, ConfigError, check_output_path, load_config_file,
+                      save_checkpoint_atomic)
     from ..optim import build_handler, extract_scales
 
-    for what, path in (('Hyper-Search checkpoint', hs_checkpoint), ('config', config)):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f'{what} {path!r} does not exist or is not a file')
+    if not os.path.isfile(hs_checkpoint):
+        raise CheckpointError(f'Hyper-Search checkpoint {hs_checkpoint!r} does not exist or '
+                              f'is not a file')
+    if not os.path.isfile(config):
+        raise ConfigError(f'config {config!r} does not exist or is not a file')
     # the scales are a few KB per block: the checkpoint's size is a safe upper bound
     for note in check_output_path(out, (hs_checkpoint, config), overwrite, 'the scales',
                                   size_hint=min(os.path.getsize(hs_checkpoint), 1 << 26)):
         print(f'note: {note}', file=sys.stderr)
-    from ..io.files import load_config_file
     cfg = load_config_file(config)  # a syntax error / unknown plugin: before reading weights
     if 'model' not in cfg:
-        raise ValueError(f'config {config!r} has no `model` field')
+        raise ConfigError(f'config {config!r} has no `model` field')
     scales = extract_scales(hs_checkpoint, allow_unsafe=allow_unsafe)
     handler = build_handler(_target_model(cfg, config), scales)
     matched: 'OrderedDict[str, Tensor]' = OrderedDict(
@@ -85,6 +88,7 @@ def extract_scales_file(hs_checkpoint: str, out: str, config: str,
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The options of ``rep-mm extract-scales``."""
     parser = argparse.ArgumentParser(
         prog='rep-mm extract-scales',
         description='Write the scales of a Hyper-Search checkpoint as a scales file matched by '
@@ -100,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from ..io.checkpoint import CheckpointError
-    from ..io.files import NoSpaceError
+    """``rep-mm extract-scales ARGS``: the exit code (0 written, 2 bad input)."""
+    from ..io import CheckpointError, ConfigError, NoSpaceError, OutputPathError
     from ..optim import ScalesError
     args, code = parse_or_exit_code(build_parser(), argv)  # --help (0), usage errors (2)
     if args is None:
@@ -110,9 +114,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         'rep-mm extract-scales',
         lambda: extract_scales_file(args.checkpoint, args.out, args.config, args.overwrite,
                                     allow_unsafe=args.unsafe_load),
-        bad_input=(CheckpointError, ScalesError, FileNotFoundError, FileExistsError,
-                   IsADirectoryError, NotADirectoryError, PermissionError, NoSpaceError,
-                   ValueError))
+        bad_input=(CheckpointError, ConfigError, ScalesError, OutputPathError, FileExistsError,
+                   IsADirectoryError, NotADirectoryError, PermissionError, NoSpaceError))
     if code is not None:
         return code
     print(f"wrote {summary['num_scales']} scales of {summary['num_blocks']} blocks to "

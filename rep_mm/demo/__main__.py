@@ -1,6 +1,6 @@
-"""``python -m rep_mm.demo``: the whole demo (see :mod:`rep_mm.demo.classification`)."""
+"""``python -m rep_mm.demo``: the whole demo (:func:`rep_mm.demo.run.main`)."""
 import sys
 
-from .classification import main
+from rep_mm.demo.run import main
 
 sys.exit(main())

@@ -1,11 +1,10 @@
-"""Helpers the demos share: fresh mm Runners, the digits config, the deploy hook, side-by-side
-timing, atomic JSON."""
+"""Helpers the demo parts share: where the configs are, the digits data and config, fresh mm
+Runners testing a checkpoint (converted by the deploy hook or not), side-by-side timing and
+counts, atomic JSON."""
 from __future__ import annotations
 
 import copy
 import json
-import os
-import os.path as osp
 import statistics
 import time
 from pathlib import Path
@@ -14,13 +13,21 @@ from typing import Callable, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
-__all__ = ['build_runner', 'set_reparam_hook', 'unwrap_model', 'median_throughput',
-           'count_parameters', 'leftover_training_blocks', 'write_json_atomic',
-           'evaluate_checkpoint', 'side_by_side', 'digits_demo_config', 'spread_indices',
-           'QUICK_TRAIN_IMAGES', 'QUICK_TEST_IMAGES']
+__all__ = ['build_runner', 'set_reparam_hook', 'median_throughput', 'count_parameters',
+           'leftover_training_blocks', 'evaluate_checkpoint',
+           'digits_demo_config', 'prepare_demo_digits', 'require_config', 'spread_indices',
+           'REPO_ROOT', 'QUICK_TRAIN_IMAGES', 'QUICK_TEST_IMAGES']
 
+REPO_ROOT = Path(__file__).resolve().parents[2]  # the source checkout holding configs/
 QUICK_TRAIN_IMAGES = 64  # --quick: 2 iterations per epoch at batch 32
 QUICK_TEST_IMAGES = 128  # --quick: 2 test batches of 64
+
+
+def require_config(config, what: str, hint: str = '') -> None:
+    """Raise ``FileNotFoundError`` naming ``what`` unless ``config`` is a file."""
+    if not Path(config).is_file():
+        raise FileNotFoundError(f'{what} {config} not found; the demo runs from a source '
+                                f'checkout of rep_mm (pip install -e .){hint}')
 
 
 def build_runner(cfg, name: str):
@@ -37,6 +44,17 @@ def spread_indices(total: int, count: int) -> List[int]:
     so this takes every class, unlike the first ``count``)."""
     count = min(count, total)
     return [i * total // count for i in range(count)]
+
+
+def prepare_demo_digits(data_dir: str, quick: bool) -> Tuple[dict, Tuple[int, int]]:
+    """Write (or reuse) the 32x32 digits tree in ``data_dir``: its split counts, and the
+    ``(train, test)`` numbers of images a run uses (:data:`QUICK_TRAIN_IMAGES` /
+    :data:`QUICK_TEST_IMAGES` when ``quick``)."""
+    from rep_mm.datasets import prepare_digits
+    counts = prepare_digits(data_dir, size=32, seed=0)['counts']
+    images = ((QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES) if quick
+              else (counts['train'], counts['test']))
+    return counts, images
 
 
 def digits_demo_config(config: Path, data_root: str, work_dir: str, quick: bool,
@@ -60,6 +78,7 @@ def digits_demo_config(config: Path, data_root: str, work_dir: str, quick: bool,
 
 
 def set_reparam_hook(cfg, hook: Optional[dict]) -> None:
+    """Replace the ``ReparameterizeHook`` of ``cfg.custom_hooks`` by ``hook`` (none if None)."""
     hooks = [h for h in (cfg.get('custom_hooks') or [])
              if str(h.get('type', '')).split('.')[-1] != 'ReparameterizeHook']
     cfg.custom_hooks = hooks + ([hook] if hook else [])
@@ -74,7 +93,7 @@ def evaluate_checkpoint(cfg, checkpoint: str, work_dir: str, name: str, deploy: 
     Returns ``(value, runner)``: ``value`` is ``float(metrics[metric])``, or every metric as a
     float when ``metric`` is None.
     """
-    from ..io.checkpoint import runner_allow_list
+    from rep_mm.io import runner_allow_list
     cfg = copy.deepcopy(cfg)
     cfg.work_dir, cfg.load_from, cfg.resume = work_dir, checkpoint, False
     set_reparam_hook(cfg, dict(type='rep_mm.ReparameterizeHook', verify=True,
@@ -85,11 +104,6 @@ def evaluate_checkpoint(cfg, checkpoint: str, work_dir: str, name: str, deploy: 
     if metric is not None:
         return float(metrics[metric]), runner
     return {k: float(v) for k, v in metrics.items()}, runner
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    from mmengine.model import is_model_wrapper
-    return model.module if is_model_wrapper(model) else model
 
 
 @torch.no_grad()
@@ -124,20 +138,5 @@ def leftover_training_blocks(model: nn.Module) -> Dict[str, int]:
         unconverted_blocks=sum(isinstance(m, ReparamBlock) and not m.deploy
                                for m in model.modules()),
         batchnorm_in_backbone=sum(isinstance(m, _BatchNorm) for m in backbone.modules()))
-
-
-def side_by_side(rows: List[Tuple[str, str, str]]) -> List[str]:
-    """Text table lines: a header, then ``name  training-time value  converted value`` per row
-    (names left-aligned to the longest, values right-aligned)."""
-    width = max(len(r[0]) for r in rows)
-    lines = [f"{'':<{width}}  {'training-time':>14}  {'converted':>10}"]
-    return lines + [f'{name:<{width}}  {a:>14}  {b:>10}' for name, a, b in rows]
-
-
-def write_json_atomic(obj, path: str) -> None:
-    """Write ``obj`` as JSON atomically (:func:`rep_mm.io.files.write_bytes_atomic`)."""
-    from ..io.files import write_bytes_atomic
-    text = json.dumps(obj, indent=2, sort_keys=True) + '\n'
-    write_bytes_atomic(path, text.encode('utf-8'))
 
 

@@ -1,9 +1,13 @@
 """What the demo parts share: train to a checkpoint, compare its training-time and converted forms.
 
-:func:`compare_forms` tests one training-form checkpoint with two fresh Runners -- as is, and
-converted in place by a verifying ``rep_mm.ReparameterizeHook`` -- then runs both models on
-the whole test set (logits from a part-specific function), times them side by side and counts
-parameters and left-over training-time blocks.
+* :func:`train_to_checkpoint`: one training run with a fresh Runner of the part.
+* :func:`compare_forms`: tests one training-form checkpoint with two fresh Runners -- as is,
+  and converted in place by a verifying ``rep_mm.ReparameterizeHook`` -- then runs both
+  models on the whole test set (logits from a part-specific function), times them side by
+  side and counts parameters and left-over training-time blocks.
+* :func:`run_forms_demo`: the flow of a part that trains one model and compares its forms
+  (classification, segmentation): plan the progress bar, train, :func:`compare_forms`, draw
+  both forms' predictions. What differs between the parts is a :class:`FormsDemo`.
 """
 from __future__ import annotations
 
@@ -17,9 +21,11 @@ import torch
 from torch import nn
 
 from rep_mm.demo.common import (count_parameters, evaluate_checkpoint, leftover_training_blocks,
-                               median_throughput, unwrap_model)
+                                median_throughput)
+from rep_mm.demo.progress import planned_iterations
 
-__all__ = ['FormComparison', 'compare_forms', 'train_to_checkpoint']
+__all__ = ['FormComparison', 'FormsDemo', 'FormsRun', 'compare_forms', 'run_forms_demo',
+           'train_to_checkpoint']
 
 FORMS = (('train', False, 'test training-time'), ('deploy', True, 'test converted'))
 
@@ -28,7 +34,7 @@ def train_to_checkpoint(part, cfg, name: str, label: str = 'train') -> Tuple[obj
     """Train ``cfg`` with a fresh Runner of ``part``: ``(runner, seconds, last checkpoint)``."""
     from mmengine.runner import EpochBasedTrainLoop
 
-    from rep_mm.io.checkpoint import runner_allow_list
+    from rep_mm.io import runner_allow_list
     runner = part.build_runner(cfg, name, label)
     started = time.perf_counter()
     with runner_allow_list():
@@ -71,6 +77,7 @@ def compare_forms(part, cfg, checkpoint: str, work_dir: str, prefix: str,
         ``params``, ``converted_blocks``, ``hook_check``, ``unconverted_blocks`` and
         ``batchnorm_in_backbone``.
     """
+    from rep_mm.integrations import unwrap_model
     metrics, models = {}, {}
     for form, deploy, label in FORMS:
         metrics[form], runner = evaluate_checkpoint(
@@ -96,3 +103,56 @@ def compare_forms(part, cfg, checkpoint: str, work_dir: str, prefix: str,
         converted_blocks=len(hook.last_report.converted) if hook.last_report else 0,
         hook_check=hook.last_check, **leftover_training_blocks(models['deploy']))
     return FormComparison(metrics, models, logits, dataloader, summary)
+
+
+@dataclass(frozen=True)
+class FormsDemo:
+    """What a part that trains one model and compares its two forms gives
+    :func:`run_forms_demo`."""
+
+    prefix: str  # of the Runners' work dirs and experiment names ('' or 'seg_')
+    metric: str  # the test metric of each form ('accuracy/top1', 'mIoU')
+    logits_of: Callable[[nn.Module, object], torch.Tensor]  # (model, dataloader) -> logits
+    phase: str  # the progress phase after the comparison (drawing, and what the part adds)
+    draw: Callable[[FormComparison, str, str], str]  # (forms, path, caption) -> the PNG
+    figure_name: str  # the PNG's file name in the demo's work dir
+    caption: str  # the PNG's caption: ``{train}`` / ``{deploy}`` take each form's metric
+
+
+@dataclass(frozen=True)
+class FormsRun:
+    """A :class:`FormsDemo` run: its two forms compared and drawn."""
+
+    forms: FormComparison
+    values: Dict[str, float]  # the demo's metric of each form (``train`` / ``deploy``)
+    checkpoint: str  # the training-form checkpoint
+    train_seconds: float
+    figure: str  # the PNG written
+
+    def summary(self) -> dict:
+        """The summary fields of every such part: ``train_seconds``, ``figure`` and
+        :attr:`FormComparison.summary`."""
+        return dict(train_seconds=round(self.train_seconds, 2), figure=self.figure,
+                    **self.forms.summary)
+
+
+def run_forms_demo(demo: FormsDemo, part, cfg, work_dir: str, images: Tuple[int, int],
+                   quick: bool) -> FormsRun:
+    """Train ``cfg`` (``cfg.work_dir``), test and compare both forms, draw their predictions.
+
+    Args:
+        demo (FormsDemo): what the part compares and draws.
+        part (DemoPart): the part's progress bar and logs (entered by the caller).
+        cfg (Config): the part's config.
+        work_dir (str): the demo's directory (test Runners' work dirs, the PNG).
+        images (tuple[int, int]): training and test images (the progress bar's plan).
+        quick (bool): fewer timing repeats.
+    """
+    part.plan(planned_iterations(cfg, *images, tests=2))
+    _, seconds, checkpoint = train_to_checkpoint(part, cfg, f'demo_{demo.prefix}train')
+    forms = compare_forms(part, cfg, checkpoint, work_dir, demo.prefix, demo.logits_of, quick)
+    values = {form: metrics[demo.metric] for form, metrics in forms.metrics.items()}
+    part.phase(demo.phase)
+    figure = demo.draw(forms, osp.join(work_dir, demo.figure_name),
+                       demo.caption.format(**values))
+    return FormsRun(forms, values, checkpoint, seconds, figure)

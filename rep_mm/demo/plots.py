@@ -10,6 +10,8 @@ from typing import List, Sequence, Tuple
 
 import numpy as np
 
+from rep_mm.demo.common import spread_indices
+
 __all__ = ['plot_digit_predictions', 'plot_scene_predictions', 'choose_digits',
            'DIGITS_FIGURE_PIXELS', 'SCENES_FIGURE_PIXELS', 'DIGITS_SHOWN', 'SCENES_SHOWN']
 
@@ -34,8 +36,8 @@ def _new_figure(inches: Tuple[float, float]):
 
 
 def _save_png(figure, path: str) -> str:
-    """Write ``figure`` to ``path`` atomically (:func:`rep_mm.io.files.write_bytes_atomic`)."""
-    from ..io.files import write_bytes_atomic
+    """Write ``figure`` to ``path`` atomically (:func:`rep_mm.io.write_bytes_atomic`)."""
+    from rep_mm.io import write_bytes_atomic
     buffer = io.BytesIO()
     figure.savefig(buffer, dpi=DPI, format='png')
     return write_bytes_atomic(path, buffer.getvalue())
@@ -47,7 +49,6 @@ def choose_digits(labels: Sequence[int], pred_train: Sequence[int], pred_deploy:
     labels, pred_train, pred_deploy = map(np.asarray, (labels, pred_train, pred_deploy))
     flagged = np.flatnonzero((pred_train != labels) | (pred_deploy != labels)
                              | (pred_train != pred_deploy))[:count].tolist()
-    from rep_mm.demo.common import spread_indices
     others = [i for i in range(len(labels)) if i not in set(flagged)]
     spread = spread_indices(len(others), count - len(flagged)) if count > len(flagged) else []
     return sorted(flagged + [others[i] for i in spread])

@@ -1,6 +1,7 @@
-"""The RepOptimizer demo on real digits: Hyper-Search -> scales file -> RepOpt-VGG training.
+"""The RepOptimizer part of the demo on real digits: Hyper-Search -> scales file -> RepOpt-VGG.
 
-``python -m rep_mm.demo.repopt [--work-dir DIR] [--quick]``:
+``python -m rep_mm.demo.repopt [--work-dir DIR] [--quick]`` runs it alone;
+``python -m rep_mm.demo`` (:mod:`rep_mm.demo.run`) calls :func:`run_repopt_demo`:
 
 1. writes scikit-learn's digits as a 32x32 image folder tree
    (:func:`rep_mm.datasets.prepare_digits`);
@@ -20,21 +21,20 @@ from __future__ import annotations
 import argparse
 import os.path as osp
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from rep_mm.demo.common import REPO_ROOT, digits_demo_config, prepare_demo_digits
 from rep_mm.demo.compare_forms import train_to_checkpoint
 from rep_mm.demo.progress import DemoPart, planned_iterations
-from rep_mm.demo.report import Row, format_seconds, render_table, short_path
-from rep_mm.demo.common import (QUICK_TEST_IMAGES, QUICK_TRAIN_IMAGES, digits_demo_config,
-                               write_json_atomic)
+from rep_mm.demo.report import (PartReport, Row, format_part, format_seconds, report_alone,
+                                short_path)
 
 __all__ = ['run_repopt_demo', 'format_repopt_table', 'repopt_rows', 'repopt_notes',
-           'repopt_failure', 'main', 'HS_CONFIG', 'TARGET_CONFIG', 'SUMMARY_NAME', 'SCALES_NAME']
+           'repopt_failure', 'REPORT', 'main', 'HS_CONFIG', 'TARGET_CONFIG', 'SUMMARY_NAME',
+           'SCALES_NAME']
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 HS_CONFIG = REPO_ROOT / 'configs' / 'repopt' / 'repoptvgg-tiny-hs_1xb32_digits.py'
 TARGET_CONFIG = REPO_ROOT / 'configs' / 'repopt' / 'repoptvgg-tiny-target_1xb32_digits.py'
 SUMMARY_NAME = 'repopt_summary.json'
@@ -73,16 +73,13 @@ def run_repopt_demo(work_dir: str, quick: bool = False, data_dir: Optional[str] 
         ``scales_file``, ``num_scales``, ``scale_statistics``, checkpoints, timings,
         ``log_files``, ``ok``.
     """
-    from rep_mm.datasets import prepare_digits
     from rep_mm.cli.extract_scales import extract_scales_file
     work_dir = osp.abspath(work_dir)
     data_dir = osp.abspath(data_dir or osp.join(work_dir, 'data', 'digits'))
     scales_file = osp.join(work_dir, SCALES_NAME)
     with DemoPart.use(part, 'repopt', work_dir) as part:
         part.phase('prepare the digits')
-        counts = prepare_digits(data_dir, size=32, seed=0)['counts']
-        images = ((QUICK_TRAIN_IMAGES, QUICK_TEST_IMAGES) if quick
-                  else (counts['train'], counts['test']))
+        counts, images = prepare_demo_digits(data_dir, quick)
         hs_cfg, target_cfg = (digits_demo_config(config, data_dir, osp.join(work_dir, sub),
                                                  quick, counts)
                               for config, sub in ((HS_CONFIG, 'hs'), (TARGET_CONFIG, 'target')))
@@ -131,12 +128,16 @@ def repopt_failure(summary: Dict, quick: bool) -> str:
             f"all {summary['num_blocks']} blocks")
 
 
+REPORT = PartReport('RepOptimizer', SUMMARY_NAME, repopt_rows, repopt_notes, repopt_failure)
+
+
 def format_repopt_table(summary: Dict) -> str:
     """The RepOptimizer part alone: its rows of the closing table and its notes."""
-    return '\n'.join(render_table(repopt_rows(summary)) + repopt_notes(summary))
+    return format_part(REPORT, summary)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m rep_mm.demo.repopt``: run, print the table, write ``repopt_summary.json``."""
     parser = argparse.ArgumentParser(prog='python -m rep_mm.demo.repopt',
                                      description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo_repopt')
@@ -145,13 +146,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                         help='digits tree to write or reuse (default WORK_DIR/data/digits)')
     args = parser.parse_args(argv)
     summary = run_repopt_demo(args.work_dir, quick=args.quick, data_dir=args.data_dir)
-    path = osp.join(osp.abspath(args.work_dir), SUMMARY_NAME)
-    write_json_atomic(summary, path)
-    print(format_repopt_table(summary))
-    print(f"summary: {short_path(path)}; logs: {short_path(summary['log_files'][0])}")
-    if not summary['ok']:
-        print('FAILED: ' + repopt_failure(summary, args.quick), file=sys.stderr)
-    return 0 if summary['ok'] else 1
+    return report_alone(REPORT, summary, args.work_dir, args.quick)
 
 
 if __name__ == '__main__':

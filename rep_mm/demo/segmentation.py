@@ -1,7 +1,7 @@
 """The segmentation part of the demo: PSPNet-RepVGG learns digit scenes on CPU, then converts.
 
-``python -m rep_mm.demo.segmentation [--work-dir DIR] [--quick] [--iters N]``; the main demo calls
-:func:`run_segmentation_demo`.
+``python -m rep_mm.demo.segmentation [--work-dir DIR] [--quick] [--iters N]`` runs it alone;
+``python -m rep_mm.demo`` (:mod:`rep_mm.demo.run`) calls :func:`run_segmentation_demo`.
 
 1. writes 2,000 train / 200 val digit scenes of 64x64 (:func:`rep_mm.datasets.prepare_digit_scenes`;
    val scenes use digit images unseen in training);
@@ -11,10 +11,9 @@
 3. tests the training-form checkpoint twice with fresh Runners: as is, and converted in place by
    the hook before the test loop -- two separate evaluations whose mIoU must be identical;
 4. compares the two models' logits on every val scene (max abs / relative difference, pixels
-   with the same predicted class) and times both (images/s, median of repeats)
-   (:func:`rep_mm.demo.compare_forms.compare_forms`);
+   with the same predicted class) and times both (images/s, median of repeats);
 5. draws a few val scenes: input, ground truth, training-time and converted masks
-   (``predictions_scenes.png``).
+   (``predictions_scenes.png``) (steps 2-5: :func:`rep_mm.demo.compare_forms.run_forms_demo`).
 
 ``quick=True`` (for tests): 48 / 16 scenes, 4 iterations at batch 4; only the identity of the
 two evaluations is checked, not the mIoU.
@@ -30,16 +29,15 @@ from typing import List, Optional, Sequence
 import torch
 from torch import nn
 
-from rep_mm.demo.compare_forms import FormComparison, compare_forms, train_to_checkpoint
-from rep_mm.demo.progress import DemoPart, planned_iterations
-from rep_mm.demo.report import Row, form_rows, render_table, short_path
-from rep_mm.demo.common import write_json_atomic
+from rep_mm.demo.common import REPO_ROOT, require_config
+from rep_mm.demo.compare_forms import FormComparison, FormsDemo, run_forms_demo
+from rep_mm.demo.progress import DemoPart
+from rep_mm.demo.report import PartReport, Row, form_rows, format_part, report_alone
 
 __all__ = ['run_segmentation_demo', 'format_seg_table', 'segmentation_rows',
-           'segmentation_notes', 'segmentation_failure', 'main', 'DEFAULT_SEG_CONFIG',
+           'segmentation_notes', 'segmentation_failure', 'REPORT', 'main', 'DEFAULT_SEG_CONFIG',
            'TARGET_MIOU', 'BACKGROUND_ONLY_MIOU']
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SEG_CONFIG = (REPO_ROOT / 'configs' / 'pspnet' /
                       'pspnet_repvgg-tiny-d4_1xb16-2k_digit-scenes-64x64.py')
 TARGET_MIOU = 60.0
@@ -93,8 +91,6 @@ def _seg_logits(model: nn.Module, dataloader) -> torch.Tensor:
     return torch.cat(outputs)
 
 
-
-
 def _pixel_agreement(logits_train: torch.Tensor, logits_deploy: torch.Tensor,
                      max_abs: float) -> dict:
     """Pixels with the same arg-max class; a pixel whose two best classes are closer than
@@ -119,6 +115,21 @@ def _draw_scenes(forms: FormComparison, path: str, caption: str) -> str:
         [sample['data_samples'].gt_sem_seg.data[0].numpy() for sample in samples],
         masks['train'], masks['deploy'], dataset.metainfo['palette'],
         dataset.metainfo['classes'], path, caption)
+
+
+FORMS_DEMO = FormsDemo(
+    prefix='seg_', metric='mIoU', logits_of=_seg_logits, phase='draw the scenes',
+    draw=_draw_scenes, figure_name=FIGURE_NAME,
+    caption='PSPNet-RepVGG on held-out digit scenes: {train:.2f} mIoU training-time, '
+    '{deploy:.2f} converted')
+
+
+def _iterations(iters: Optional[int], quick: bool) -> int:
+    """``iters``, checked, or the default of the mode."""
+    iters = iters if iters is not None else (QUICK_ITERS if quick else FULL_ITERS)
+    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
+        raise ValueError(f'iters must be a positive int (training iterations), got {iters!r}')
+    return iters
 
 
 def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional[str] = None,
@@ -148,40 +159,29 @@ def run_segmentation_demo(work_dir: str, quick: bool = False, data_dir: Optional
     """
     import rep_mm  # noqa: F401  (registers rep_mm's modules)
     from rep_mm.datasets import prepare_digit_scenes
-    if not Path(config).is_file():
-        raise FileNotFoundError(f'segmentation demo config {config} not found; the demo runs '
-                                'from a source checkout of rep_mm (pip install -e .)')
-    iters = iters if iters is not None else (QUICK_ITERS if quick else FULL_ITERS)
-    if isinstance(iters, bool) or not isinstance(iters, int) or iters < 1:
-        raise ValueError(f'iters must be a positive int (training iterations), got {iters!r}')
+    require_config(config, 'segmentation demo config')
+    iters = _iterations(iters, quick)
     work_dir = osp.abspath(work_dir)
     scenes = QUICK_SCENES if quick else FULL_SCENES
     data_dir = osp.abspath(data_dir or osp.join(
         work_dir, 'data', 'digit_scenes_quick' if quick else 'digit_scenes'))
     with DemoPart.use(part, 'seg', work_dir) as part:
         part.phase('prepare the digit scenes')
-        manifest = prepare_digit_scenes(data_dir, size=64, seed=0, **scenes)
+        splits = prepare_digit_scenes(data_dir, size=64, seed=0, **scenes)['splits']
         cfg = _seg_config(Path(config), data_dir, osp.join(work_dir, 'seg_train'), iters, quick)
-        part.plan(planned_iterations(cfg, scenes['num_train'], scenes['num_val'], tests=2))
-        _, train_seconds, checkpoint = train_to_checkpoint(part, cfg, 'demo_seg_train')
-        forms = compare_forms(part, cfg, checkpoint, work_dir, 'seg_', _seg_logits, quick)
-        miou = {form: metrics['mIoU'] for form, metrics in forms.metrics.items()}
-        part.phase('draw the scenes')
-        figure = _draw_scenes(forms, osp.join(work_dir, FIGURE_NAME),
-                              f'PSPNet-RepVGG on held-out digit scenes: {miou["train"]:.2f} mIoU '
-                              f'training-time, {miou["deploy"]:.2f} converted')
+        run = run_forms_demo(FORMS_DEMO, part, cfg, work_dir,
+                             (scenes['num_train'], scenes['num_val']), quick)
+        metrics = run.forms.metrics
         summary = dict(
             quick=quick, config=str(config), data_dir=data_dir, iters=iters,
-            train_scenes=manifest['splits']['train']['scenes'],
-            val_scenes=manifest['splits']['val']['scenes'],
-            train_seconds=round(train_seconds, 2), miou=miou, metrics=forms.metrics,
-            miou_identical=forms.metrics['train'] == forms.metrics['deploy'],
-            checkpoint=checkpoint, figure=figure, target_miou=TARGET_MIOU,
-            background_only_miou=BACKGROUND_ONLY_MIOU, **forms.summary,
-            **_pixel_agreement(forms.logits['train'], forms.logits['deploy'],
-                               forms.summary['max_abs_logit_diff']))
+            train_scenes=splits['train']['scenes'], val_scenes=splits['val']['scenes'],
+            miou=run.values, metrics=metrics, miou_identical=metrics['train'] == metrics['deploy'],
+            checkpoint=run.checkpoint, target_miou=TARGET_MIOU,
+            background_only_miou=BACKGROUND_ONLY_MIOU, **run.summary(),
+            **_pixel_agreement(run.forms.logits['train'], run.forms.logits['deploy'],
+                               run.forms.summary['max_abs_logit_diff']))
     return part.finish(summary, summary['miou_identical'] and summary['unconverted_blocks'] == 0
-                       and (quick or miou['deploy'] >= TARGET_MIOU))
+                       and (quick or run.values['deploy'] >= TARGET_MIOU))
 
 
 def segmentation_rows(summary: dict) -> List[Row]:
@@ -214,27 +214,25 @@ def segmentation_failure(summary: dict, quick: bool) -> str:
     return '; '.join(reason for reason, failed in reasons if failed)
 
 
+REPORT = PartReport('segmentation', SUMMARY_NAME, segmentation_rows, segmentation_notes,
+                    segmentation_failure)
+
+
 def format_seg_table(summary: dict) -> str:
     """The segmentation part alone: its rows of the closing table and its notes."""
-    return '\n'.join(render_table(segmentation_rows(summary)) + segmentation_notes(summary))
+    return format_part(REPORT, summary)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m rep_mm.demo.segmentation``: run, print the table, write ``summary_seg.json``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='python -m rep_mm.demo.segmentation',
+                                     description=__doc__.splitlines()[0])
     parser.add_argument('--work-dir', default='work_dirs/demo_seg', help='output directory')
     parser.add_argument('--quick', action='store_true', help='tiny run (identity check only)')
     parser.add_argument('--iters', type=int, default=None, help='training iterations')
     args = parser.parse_args(argv)
     summary = run_segmentation_demo(args.work_dir, quick=args.quick, iters=args.iters)
-    path = osp.join(osp.abspath(args.work_dir), SUMMARY_NAME)
-    write_json_atomic(summary, path)
-    print(format_seg_table(summary))
-    print(f"picture: {short_path(summary['figure'])}; summary: {short_path(path)}; "
-          f"logs: {short_path(summary['log_files'][0])}")
-    if not summary['ok']:
-        print('FAILED: ' + segmentation_failure(summary, args.quick), file=sys.stderr)
-    return 0 if summary['ok'] else 1
+    return report_alone(REPORT, summary, args.work_dir, args.quick)
 
 
 if __name__ == '__main__':

@@ -4,7 +4,8 @@
 training-form or converted checkpoint, or random weights for smoke use) and writes a work dir::
 
     WORK_DIR/
-      converted.pth        # {'state_dict', 'meta'}: every re-param block folded (deploy form)
+      converted.pth        # {'state_dict', 'meta'}: every re-param block folded (deploy form,
+                           #   meta['rep_mm_form'] == 'deploy')
       deploy_model.py      # the model config that rebuilds that deploy form (type
                            #   'rep_mm.ReparameterizedModel'); with converted.pth it is what
                            #   mmdeploy's torch2onnx was given
@@ -36,31 +37,31 @@ node (node scopes of the TorchScript exporter name the module path).
 Modules (one job each): :mod:`.model` (the registered ``rep_mm.ReparameterizedModel`` builder
 and the deploy-form model config), :mod:`.tasks` (codebases and shipped deploy configs),
 :mod:`.inputs` (input checks, default image), :mod:`.weights` (checkpoint / random weights),
-:mod:`.runtime` (torch2onnx, onnxruntime), :mod:`.checks` (comparisons and verdict),
-:mod:`.sdk` (SDK meta), :mod:`.sdk_check` (the work dir run in the mmdeploy SDK vs PyTorch),
-:mod:`.dynamic` (graphs with dynamic axes run at several sizes), :mod:`.exporter` (the mmdeploy
-rewriter of ``torch.onnx.export`` that picks the deploy config's exporter, also for mmdeploy's
-own ``torch2onnx``), :mod:`.report` (``report.json``), :mod:`.progress` (named steps),
-:mod:`.pipeline` (:func:`export`, step by step) and :mod:`.cli` (``rep-mm export``).
-Importing this package registers the builder (``deploy_model.py`` lists ``rep_mm.deploy`` in
-``custom_imports``).
+:mod:`.prepare` (the steps before ONNX: build, load, input, convert, ``converted.pth``),
+:mod:`.runtime` (torch2onnx, onnxruntime), :mod:`.onnx_checks` (output errors through
+:mod:`rep_mm.verify.compare`), :mod:`.checks` (all comparisons and the verdict), :mod:`.graph`
+(the graph's structure), :mod:`.sdk` (SDK meta), :mod:`.sdk_check` (the work dir run in the
+mmdeploy SDK vs PyTorch), :mod:`.dynamic` (graphs with dynamic axes run at several sizes),
+:mod:`.exporter` (the mmdeploy rewriter of ``torch.onnx.export`` that picks the deploy config's
+exporter, also for mmdeploy's own ``torch2onnx``), :mod:`.report` (``report.json``),
+:mod:`.progress` (named steps), :mod:`.errors`, :mod:`.pipeline` (:func:`export`, step by step)
+and :mod:`.cli` (``rep-mm export``). Importing this package registers the builder
+(``deploy_model.py`` lists ``rep_mm.deploy`` in ``custom_imports``).
 """
 from .cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, build_parser, main
 from .errors import DeployError, ExportFailed
-from .pipeline import export
+from .exporter import install as install_exporter
 from .inputs import WORK_DIR_OUTPUTS, sample_image
 from .model import build_reparameterized_model, deploy_model_config
+from .pipeline import export
 from .progress import STEPS
 from .report import DEFAULT_TOLERANCE, ExportReport
-from .exporter import install as install_exporter
 from .tasks import DEPLOY_CONFIG_DIR, TASKS, codebase_of, deploy_config_for
 
-__all__ = ['DeployError', 'ExportFailed', 'export', 'build_reparameterized_model',
-           'deploy_config_for',
-           'DEPLOY_CONFIG_DIR', 'TASKS', 'main',
-           # also importable, as before the split into modules
-           'EXIT_OK', 'EXIT_FAILED', 'EXIT_BAD_INPUT', 'build_parser', 'WORK_DIR_OUTPUTS',
-           'sample_image', 'deploy_model_config', 'STEPS', 'DEFAULT_TOLERANCE', 'ExportReport',
-           'install_exporter', 'codebase_of']
+__all__ = ['export', 'main', 'build_parser', 'DeployError', 'ExportFailed', 'ExportReport',
+           'EXIT_OK', 'EXIT_FAILED', 'EXIT_BAD_INPUT', 'DEFAULT_TOLERANCE', 'STEPS',
+           'WORK_DIR_OUTPUTS', 'sample_image', 'build_reparameterized_model',
+           'deploy_model_config', 'install_exporter', 'TASKS', 'DEPLOY_CONFIG_DIR',
+           'codebase_of', 'deploy_config_for']
 
 install_exporter()  # mmdeploy's torch2onnx then uses the deploy config's exporter

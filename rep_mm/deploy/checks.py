@@ -1,9 +1,11 @@
-"""Judging an export: ONNX outputs vs PyTorch (via :mod:`rep_mm.deploy.onnx_checks`) and the verdict.
+"""Judging an export: ONNX outputs vs PyTorch (via :mod:`rep_mm.deploy.onnx_checks`) and the
+verdict.
 
-Errors are ``max |a - b|`` and ``max |a - b| / max |a|`` over all outputs (:mod:`rep_mm.verify.compare`:
-any NaN / inf in an output fails, also where both outputs hold it); the one held
-against ``tolerance`` is ONNX vs the training-form model (or vs the converted model when
-the checkpoint was already converted).
+Errors are ``max |a - b|`` and ``max |a - b| / max |a|`` over all outputs
+(:mod:`rep_mm.verify.compare`: any NaN / inf in an output fails, also where both outputs hold
+it); the one held against ``tolerance`` is ONNX vs the training-form model (or vs the converted
+model when the checkpoint was already converted). The dynamic-shape checks
+(:mod:`rep_mm.deploy.dynamic`) use the same comparison and :func:`comparison_failures`.
 """
 from __future__ import annotations
 

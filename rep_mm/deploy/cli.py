@@ -66,7 +66,7 @@ def _sdk_summary(check: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``rep-mm export`` / ``tools/deploy.py``: returns the exit code."""
-    from ..io.checkpoint import CheckpointError
+    from ..io import CheckpointError
     args, code = parse_or_exit_code(build_parser(), argv)  # --help, usage errors
     if args is None:
         return code

@@ -1,5 +1,7 @@
 """Dynamic-shape checks: an ONNX graph exported with ``dynamic_axes`` run in onnxruntime at
-several input sizes (and batch 2) against the same PyTorch forward under mmdeploy's rewrites.
+several input sizes (and batch 2) against the same PyTorch forward under mmdeploy's rewrites,
+compared like the static graph (:func:`rep_mm.deploy.onnx_checks.compare_outputs`: any NaN /
+inf fails).
 
 A graph can export with dynamic axes and still hold constants of the traced size (e.g. a
 kernel computed from the shape in Python); only running it at other sizes shows that.
@@ -10,11 +12,10 @@ import copy
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ['dynamic_axes_of', 'check_sizes', 'check_dynamic', 'nan_aware_errors']
+__all__ = ['dynamic_axes_of', 'check_sizes', 'check_dynamic']
 
 
 def dynamic_axes_of(deploy_cfg: Any) -> Dict[str, Dict[int, str]]:
@@ -76,45 +77,34 @@ def _samples_at(samples: Sequence[Any], batch: int, h: int, w: int) -> List[Any]
     return out
 
 
-def nan_aware_errors(reference: Sequence[np.ndarray],
-                     candidate: Sequence[np.ndarray]) -> Dict[str, Any]:
-    """``max |a - b|`` and ``max |a - b| / max |a|`` over paired arrays (float64).
-
-    A NaN or inf on either side is never hidden: ``finite`` is False and the errors are inf.
-    """
-    if len(reference) != len(candidate):
-        return dict(comparable=False, max_abs=None, max_rel=None, finite=True,
-                    note=f'{len(reference)} PyTorch outputs vs {len(candidate)} ONNX outputs')
-    max_abs, max_ref, finite = 0.0, 0.0, True
-    for a, b in zip(reference, candidate):
-        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-        if a.shape != b.shape:
-            return dict(comparable=False, max_abs=None, max_rel=None, finite=True,
-                        note=f'output shapes differ: {list(a.shape)} vs {list(b.shape)}')
-        if not (np.isfinite(a).all() and np.isfinite(b).all()):
-            finite = False
-            continue
-        if a.size:
-            max_abs = max(max_abs, float(np.abs(a - b).max()))
-            max_ref = max(max_ref, float(np.abs(a).max()))
-    if not finite:
-        return dict(comparable=True, max_abs=float('inf'), max_rel=float('inf'), finite=False,
-                    note='NaN or inf in an output')
-    return dict(comparable=True, max_abs=max_abs, finite=True, note='',
-                max_rel=max_abs / max(max_ref, np.finfo(np.float64).tiny))
-
-
-def _compare(reference: Sequence[np.ndarray], onnx_out: Sequence[np.ndarray],
-             codebase: str) -> Dict[str, Any]:
-    """Detectors (dets, labels): labels must be equal first, then the dets are compared."""
-    if codebase == 'mmdet' and len(reference) == 2 and len(onnx_out) == 2:
-        if reference[1].shape != onnx_out[1].shape or not np.array_equal(reference[1],
-                                                                         onnx_out[1]):
-            return dict(comparable=False, max_abs=None, max_rel=None, finite=True,
-                        note=f'kept detections differ (labels {list(reference[1].shape)} vs '
-                             f'{list(onnx_out[1].shape)} or different classes)')
-        return nan_aware_errors(reference[:1], onnx_out[:1])
-    return nan_aware_errors(reference, onnx_out)
+def _check_size(patched: nn.Module, session: Any, input_name: str, inputs: Tensor,
+                samples: Sequence[Any], size: Tuple[int, int, int], codebase: str,
+                tolerance: float) -> Tuple[Dict[str, Any], List[str]]:
+    """Run PyTorch and the graph at one ``(batch, H, W)`` and compare; ``(entry, failures)``."""
+    from .checks import comparison_failures
+    from .onnx_checks import compare_outputs, flatten_outputs
+    x = _inputs_at(inputs, *size)
+    entry: Dict[str, Any] = dict(input_shape=list(x.shape))
+    label = f'dynamic {entry["input_shape"]}'
+    try:
+        torch_out = [t.detach().cpu().numpy() for t in flatten_outputs(
+            patched(x, _samples_at(samples, *size), mode='predict'))]
+    except Exception as error:  # noqa: BLE001 - the model does not allow this size
+        entry.update(passed=False, note=f'PyTorch forward failed: '
+                                        f'{type(error).__name__}: {error}')
+        return entry, [f'{label}: {entry["note"]}']
+    try:
+        onnx_out = session.run(None, {input_name: x.numpy()})
+    except Exception as error:  # noqa: BLE001 - reported per size
+        first = str(error).strip().splitlines()[0] if str(error).strip() else ''
+        entry.update(passed=False, note=f'onnxruntime failed: {type(error).__name__}:'
+                                        f' {first}')
+        return entry, [f'{label}: {entry["note"]}']
+    result = compare_outputs(torch_out, onnx_out, codebase)
+    reasons = (comparison_failures(label, result, tolerance) if result['comparable']
+               else [f'{label}: {result["note"]}'])
+    entry.update(outputs=[list(o.shape) for o in onnx_out], passed=not reasons, **result)
+    return entry, reasons
 
 
 def check_dynamic(model: nn.Module, reference_model: Optional[nn.Module], deploy_cfg: Any,
@@ -127,53 +117,26 @@ def check_dynamic(model: nn.Module, reference_model: Optional[nn.Module], deploy
     failures=[...])``; each size has ``input_shape``, the comparison and ``passed``.
     """
     import onnxruntime as ort
-
-    from .onnx_checks import flatten_outputs
+    from mmdeploy.core import RewriterContext, patch_model
+    from mmdeploy.utils import IR, get_backend
     axes = dynamic_axes_of(deploy_cfg)
     input_name = deploy_cfg.onnx_config.input_names[0]
-    input_axes = axes.get(input_name, {})
-    sizes = check_sizes(codebase, inputs.shape[-2:], input_axes)
+    sizes = check_sizes(codebase, inputs.shape[-2:], axes.get(input_name, {}))
     reference = reference_model if reference_model is not None else model
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(onnx_path), options, providers=['CPUExecutionProvider'])
-    from mmdeploy.core import RewriterContext, patch_model
-    from mmdeploy.utils import IR, get_backend
     backend = get_backend(deploy_cfg).value
     opset = deploy_cfg.onnx_config.get('opset_version', 11)
     patched = patch_model(reference, cfg=deploy_cfg, backend=backend, ir=IR.ONNX)
     results, failures = [], []
     with RewriterContext(cfg=deploy_cfg, backend=backend, ir=IR.ONNX, opset=opset), \
             torch.no_grad():
-        for batch, h, w in sizes:
-            x = _inputs_at(inputs, batch, h, w)
-            entry: Dict[str, Any] = dict(input_shape=list(x.shape))
-            try:
-                torch_out = [t.detach().cpu().numpy() for t in flatten_outputs(
-                    patched(x, _samples_at(samples, batch, h, w), mode='predict'))]
-            except Exception as error:  # noqa: BLE001 - the model does not allow this size
-                entry.update(passed=False, note=f'PyTorch forward failed: '
-                                                f'{type(error).__name__}: {error}')
-                failures.append(f'dynamic {entry["input_shape"]}: {entry["note"]}')
-                results.append(entry)
-                continue
-            try:
-                onnx_out = session.run(None, {input_name: x.numpy()})
-            except Exception as error:  # noqa: BLE001 - reported per size
-                first = str(error).strip().splitlines()[0] if str(error).strip() else ''
-                entry.update(passed=False, note=f'onnxruntime failed: {type(error).__name__}:'
-                                                f' {first}')
-                failures.append(f'dynamic {entry["input_shape"]}: {entry["note"]}')
-                results.append(entry)
-                continue
-            result = _compare(torch_out, onnx_out, codebase)
-            passed = bool(result['comparable'] and result['max_rel'] <= tolerance)
-            entry.update(outputs=[list(o.shape) for o in onnx_out], passed=passed, **result)
-            if not passed:
-                failures.append(f'dynamic {entry["input_shape"]}: ' + (
-                    result['note'] if not result['comparable'] or not result['finite'] else
-                    f'max rel error {result["max_rel"]:.3g} > {tolerance:g}'))
+        for size in sizes:
+            entry, reasons = _check_size(patched, session, input_name, inputs, samples, size,
+                                         codebase, tolerance)
             results.append(entry)
+            failures.extend(reasons)
     return dict(dynamic_axes={k: {str(a): v for a, v in d.items()} for k, d in axes.items()},
                 sizes=results, failures=failures,
                 against='training form' if reference_model is not None else 'converted')

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -184,7 +185,8 @@ def _inside(path: str, block: str) -> bool:
 
 
 def _check_fused_operator(block: str, module: nn.Module, param_names: Dict[int, str],
-                          consumers: Dict[str, List[Any]], initializers: set) -> Tuple[Dict, List[str]]:
+                          consumers: Dict[str, List[Any]],
+                          initializers: set) -> Tuple[Dict, List[str]]:
     """Check 1 for one block: ``(info, reasons it fails)``."""
     if getattr(module, 'deploy', True) is False:
         return dict(weight=None, nodes=[]), ['block is not in deploy form']
@@ -205,6 +207,169 @@ def _check_fused_operator(block: str, module: nn.Module, param_names: Dict[int, 
     return info, []
 
 
+@dataclass
+class _GraphView:
+    """The loaded graph and what every check looks up; ``block_reasons`` and ``failures``
+    collect the findings in check order."""
+
+    graph: Any
+    fused_blocks: List[str]
+    model: Optional[nn.Module]
+    modules: Dict[str, nn.Module]
+    named: bool
+    paths: Dict[str, Tuple[str, Optional[str]]]
+    consumers: Dict[str, List[Any]]
+    producers: Dict[str, Any]
+    block_reasons: Dict[str, List[str]]
+    failures: List[str] = field(default_factory=list)
+
+
+def _view(onnx_path: Path, fused_blocks: Sequence[str],
+          model: Optional[nn.Module]) -> _GraphView:
+    """Load the graph (without external data) and resolve every node's module path (scoped
+    graphs with a model), or its raw scope components."""
+    import onnx
+    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    modules = dict(model.named_modules()) if model is not None else {}
+    index = _ModuleIndex(modules)
+    paths: Dict[str, Tuple[str, Optional[str]]] = {}
+    for node in graph.node:
+        components = _scope_components(node.name)
+        if model is not None and components:
+            paths[node.name] = node_module_path(components, index)
+        else:
+            paths[node.name] = (_joined_path(components), None)
+    fused_blocks = list(fused_blocks)
+    return _GraphView(graph, fused_blocks, model, modules,
+                      named=any(node.name.startswith('/') for node in graph.node), paths=paths,
+                      consumers=_consumers(graph), producers=_producers(graph),
+                      block_reasons={block: [] for block in fused_blocks})
+
+
+def _check_fused_operators(view: _GraphView) -> Tuple[Dict[str, Dict], int]:
+    """Check 1: ``(fused operator info by block, Conv nodes inside fused blocks)``."""
+    graph = view.graph
+    initializers = {init.name for init in graph.initializer}
+    param_names = ({id(p): k for k, p in view.model.named_parameters()}
+                   if view.model is not None else {})
+    fused_info: Dict[str, Dict] = {}
+    conv_in_blocks = 0
+    for block in view.fused_blocks:
+        if view.named:
+            in_block = [n for n in graph.node if _inside(view.paths[n.name][0], block)]
+            conv_in_blocks += sum(1 for n in in_block if n.op_type == 'Conv')
+        if view.model is None:
+            continue
+        if block not in view.modules:
+            view.block_reasons[block].append('no such module in the model')
+            continue
+        info, reasons = _check_fused_operator(block, view.modules[block], param_names,
+                                              view.consumers, initializers)
+        fused_info[block] = info
+        view.block_reasons[block].extend(reasons)
+    return fused_info, conv_in_blocks
+
+
+def _remnants_of_missing_modules(view: _GraphView) -> List[Dict[str, str]]:
+    """Check 2 with a model: nodes under modules the converted model does not have."""
+    remnants = []
+    for node in view.graph.node:
+        path, missing = view.paths[node.name]
+        if missing is not None:
+            remnants.append(dict(node=node.name, module=f'{path}.{missing}' if path
+                                 else missing))
+    for item in remnants:
+        for block in view.fused_blocks:
+            if _inside(item['module'], block):
+                reason = f'training-time operator remains: {item["node"]}'
+                if reason not in view.block_reasons[block]:
+                    view.block_reasons[block].append(reason)
+    if remnants:
+        shown = ', '.join(sorted({r['module'] for r in remnants})[:4])
+        view.failures.append(f'{len(remnants)} node(s) of modules the converted model does not '
+                             f'have (training-time branches / auxiliary heads): {shown}')
+    return remnants
+
+
+def _remnants_of_branch_names(view: _GraphView) -> List[Dict[str, str]]:
+    """Check 2 without a model: known training-time branch names inside fused blocks."""
+    remnants = []
+    nodes = view.graph.node
+    for node in nodes:
+        path = view.paths[node.name][0]
+        for block in view.fused_blocks:
+            if _inside(path, block):
+                inner = path[len(block) + 1:].split('.') if path != block else []
+                if any(_is_branch_name(part) for part in inner):
+                    remnants.append(dict(node=node.name, module=block))
+                    view.block_reasons[block].append(f'training-time operator remains: '
+                                                     f'{node.name}')
+    for block in view.fused_blocks:
+        if not any(n.op_type in LINEAR_OPS and _inside(view.paths[n.name][0], block)
+                   for n in nodes):
+            view.block_reasons[block].append('no Conv node in its scope')
+    if remnants:
+        view.failures.append(f'{len(remnants)} node(s) of training-time branches remain')
+    return remnants
+
+
+def _check_batch_norms(view: _GraphView) -> Tuple[List[Dict[str, str]], List[Dict[str, str]]]:
+    """Check 3: ``(BNs that conversion should have removed, allowed stand-alone BNs)``."""
+    bad_bn: List[Dict[str, str]] = []
+    standalone: List[Dict[str, str]] = []
+    for node in view.graph.node:
+        if node.op_type != 'BatchNormalization':
+            continue
+        path = view.paths[node.name][0]
+        producer = view.producers.get(node.input[0])
+        entry = dict(node=node.name, module=path,
+                     input_from=producer.op_type if producer is not None else 'graph input')
+        owner = next((b for b in view.fused_blocks if _inside(path, b)), None) \
+            if view.named else None
+        if owner is not None:
+            entry['reason'] = f'inside fused block {owner}'
+            bad_bn.append(entry)
+            view.block_reasons[owner].append(f'BatchNormalization remains: {node.name}')
+        elif producer is not None and producer.op_type in LINEAR_OPS and \
+                len(view.consumers[node.input[0]]) == 1:
+            entry['reason'] = f'follows {producer.op_type} {producer.name}: foldable'
+            bad_bn.append(entry)
+        elif not view.named and view.model is None:
+            entry['reason'] = 'unscoped graph: cannot attribute'
+            standalone.append(entry)
+        else:
+            entry['reason'] = 'stand-alone: no linear operator before it to fold into'
+            standalone.append(entry)
+    if bad_bn:
+        view.failures.append(f'{len(bad_bn)} BatchNormalization node(s) that conversion should '
+                             f'have removed ({bad_bn[0]["node"]}: {bad_bn[0]["reason"]})')
+    return bad_bn, standalone
+
+
+def _check_deploy_flags(view: _GraphView) -> List[str]:
+    """Check 4: the blocks and containers of the model that do not report ``deploy=True``."""
+    not_deployed = sorted(name for name, m in view.modules.items()
+                          if getattr(m, 'deploy', None) is False and (
+                              callable(getattr(m, 'switch_to_deploy', None)) or
+                              getattr(m, 'is_reparam_container', False)))
+    if not_deployed:
+        view.failures.append(f'{len(not_deployed)} module(s) not in deploy form: '
+                             f'{", ".join(not_deployed[:4])}')
+    return not_deployed
+
+
+def _notes(view: _GraphView) -> List[str]:
+    """What could not be checked: no model, or no module scopes in the node names."""
+    notes = []
+    if view.model is None:
+        notes.append('no model given: fused operators and module scopes were not matched '
+                     'against the converted model (graph-side checks only)')
+    if not view.named:
+        notes.append('node names carry no module scope (dynamo exporter): training-time '
+                     'branches and BNs cannot be attributed to modules')
+    return notes
+
+
 def graph_checks(onnx_path: Path, fused_blocks: Sequence[str],
                  model: Optional[nn.Module] = None) -> Dict[str, Any]:
     """Check that ``onnx_path`` is the graph of a converted model (module docstring).
@@ -220,145 +385,36 @@ def graph_checks(onnx_path: Path, fused_blocks: Sequence[str],
         dict with ``failures`` (list of one-line reasons, empty when every check holds),
         ``passed``, node counts, per-block results and the allowed stand-alone BNs.
     """
-    import onnx
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    fused_blocks = list(fused_blocks)
+    view = _view(onnx_path, fused_blocks, model)
     ops: Dict[str, int] = {}
-    for node in graph.node:
+    for node in view.graph.node:
         ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    named = any(node.name.startswith('/') for node in graph.node)
-    modules = dict(model.named_modules()) if model is not None else {}
-    index = _ModuleIndex(modules)
-    consumers, producers = _consumers(graph), _producers(graph)
-    initializers = {init.name for init in graph.initializer}
-
-    # module path of every node (scoped graphs with a model), or its raw scope components
-    paths: Dict[str, Tuple[str, Optional[str]]] = {}
-    for node in graph.node:
-        components = _scope_components(node.name)
-        if model is not None and components:
-            paths[node.name] = node_module_path(components, index)
-        else:
-            paths[node.name] = (_joined_path(components), None)
-
-    failures: List[str] = []
-    block_reasons: Dict[str, List[str]] = {block: [] for block in fused_blocks}
-    fused_info: Dict[str, Dict] = {}
-    conv_in_blocks = 0
+    fused_info, conv_in_blocks = _check_fused_operators(view)
     remnants: List[Dict[str, str]] = []
-
-    for block in fused_blocks:
-        if named:
-            in_block = [n for n in graph.node if _inside(paths[n.name][0], block)]
-            conv_in_blocks += sum(1 for n in in_block if n.op_type == 'Conv')
-        if model is None:
-            continue
-        if block not in modules:
-            block_reasons[block].append('no such module in the model')
-            continue
-        info, reasons = _check_fused_operator(block, modules[block],
-                                              {id(p): k for k, p in model.named_parameters()},
-                                              consumers, initializers)
-        fused_info[block] = info
-        block_reasons[block].extend(reasons)
-
-    # check 2: nodes under modules the converted model does not have
-    if named and model is not None:
-        for node in graph.node:
-            path, missing = paths[node.name]
-            if missing is not None:
-                remnants.append(dict(node=node.name, module=f'{path}.{missing}' if path
-                                     else missing))
-        for item in remnants:
-            for block in fused_blocks:
-                if _inside(item['module'], block):
-                    reason = f'training-time operator remains: {item["node"]}'
-                    if reason not in block_reasons[block]:
-                        block_reasons[block].append(reason)
-        if remnants:
-            shown = ', '.join(sorted({r['module'] for r in remnants})[:4])
-            failures.append(f'{len(remnants)} node(s) of modules the converted model does not '
-                            f'have (training-time branches / auxiliary heads): {shown}')
-    elif named:  # without a model: known training-time branch names inside fused blocks
-        for node in graph.node:
-            path = paths[node.name][0]
-            for block in fused_blocks:
-                if _inside(path, block):
-                    inner = path[len(block) + 1:].split('.') if path != block else []
-                    if any(_is_branch_name(part) for part in inner):
-                        remnants.append(dict(node=node.name, module=block))
-                        block_reasons[block].append(f'training-time operator remains: '
-                                                    f'{node.name}')
-        for block in fused_blocks:
-            if not any(n.op_type in LINEAR_OPS and _inside(paths[n.name][0], block)
-                       for n in graph.node):
-                block_reasons[block].append('no Conv node in its scope')
-        if remnants:
-            failures.append(f'{len(remnants)} node(s) of training-time branches remain')
-
-    # check 3: BatchNormalization nodes
-    bad_bn: List[Dict[str, str]] = []
-    standalone: List[Dict[str, str]] = []
-    for node in graph.node:
-        if node.op_type != 'BatchNormalization':
-            continue
-        path = paths[node.name][0]
-        producer = producers.get(node.input[0])
-        entry = dict(node=node.name, module=path,
-                     input_from=producer.op_type if producer is not None else 'graph input')
-        owner = next((b for b in fused_blocks if _inside(path, b)), None) if named else None
-        if owner is not None:
-            entry['reason'] = f'inside fused block {owner}'
-            bad_bn.append(entry)
-            block_reasons[owner].append(f'BatchNormalization remains: {node.name}')
-        elif producer is not None and producer.op_type in LINEAR_OPS and \
-                len(consumers[node.input[0]]) == 1:
-            entry['reason'] = f'follows {producer.op_type} {producer.name}: foldable'
-            bad_bn.append(entry)
-        elif not named and model is None:
-            entry['reason'] = 'unscoped graph: cannot attribute'
-            standalone.append(entry)
-        else:
-            entry['reason'] = 'stand-alone: no linear operator before it to fold into'
-            standalone.append(entry)
-    if bad_bn:
-        failures.append(f'{len(bad_bn)} BatchNormalization node(s) that conversion should have '
-                        f'removed ({bad_bn[0]["node"]}: {bad_bn[0]["reason"]})')
-
-    # check 4: deploy flags of blocks and containers
-    not_deployed = sorted(name for name, m in modules.items()
-                          if getattr(m, 'deploy', None) is False and (
-                              callable(getattr(m, 'switch_to_deploy', None)) or
-                              getattr(m, 'is_reparam_container', False)))
-    if not_deployed:
-        failures.append(f'{len(not_deployed)} module(s) not in deploy form: '
-                        f'{", ".join(not_deployed[:4])}')
-
-    failed_blocks = {b: '; '.join(r) for b, r in block_reasons.items() if r}
+    if view.named:
+        remnants = (_remnants_of_missing_modules(view) if model is not None
+                    else _remnants_of_branch_names(view))
+    bad_bn, standalone = _check_batch_norms(view)
+    not_deployed = _check_deploy_flags(view)
+    failed_blocks = {b: '; '.join(r) for b, r in view.block_reasons.items() if r}
+    failures = view.failures
     if failed_blocks:
         first = next(iter(failed_blocks))
         failures.insert(0, f'{len(failed_blocks)} fused block(s) fail the graph check '
                            f'({first}: {failed_blocks[first]})')
-
-    result = dict(nodes=len(graph.node), op_types=dict(sorted(ops.items())),
-                  conv_nodes=ops.get('Conv', 0), fused_blocks=len(fused_blocks),
-                  scopes_named=named, batch_norm_nodes=len(bad_bn),
+    result = dict(nodes=len(view.graph.node), op_types=dict(sorted(ops.items())),
+                  conv_nodes=ops.get('Conv', 0), fused_blocks=len(view.fused_blocks),
+                  scopes_named=view.named, batch_norm_nodes=len(bad_bn),
                   batch_norm_nodes_total=ops.get('BatchNormalization', 0),
                   bad_batch_norms=bad_bn, standalone_batch_norms=standalone,
                   fused_operators=fused_info, remnant_nodes=remnants,
                   modules_not_deployed=not_deployed,
-                  conv_nodes_in_fused_blocks=conv_in_blocks if named else None,
-                  blocks_with_one_conv=len(fused_blocks) - len(failed_blocks),
+                  conv_nodes_in_fused_blocks=conv_in_blocks if view.named else None,
+                  blocks_with_one_conv=len(view.fused_blocks) - len(failed_blocks),
                   blocks_not_one_conv=failed_blocks,
                   checked_with_model=model is not None, failures=failures,
                   passed=not failures)
-    notes = []
-    if model is None:
-        notes.append('no model given: fused operators and module scopes were not matched '
-                     'against the converted model (graph-side checks only)')
-    if not named:
-        notes.append('node names carry no module scope (dynamo exporter): training-time '
-                     'branches and BNs cannot be attributed to modules')
+    notes = _notes(view)
     if notes:
         result['note'] = '; '.join(notes)
     return result

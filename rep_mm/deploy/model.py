@@ -19,20 +19,13 @@ __all__ = ['build_reparameterized_model', 'deploy_model_config', 'saved_model_co
 
 
 def build_like_mmdeploy(cfg: Any, seed: int) -> nn.Module:
-    """Build ``cfg.model`` like mmdeploy: the config's ``default_scope`` set, ``pretrained``
-    dropped, the config's ``data_preprocessor`` filled in, weights seeded by ``seed`` and
-    ``SyncBatchNorm`` reverted. Used by the export and the quantization pipelines."""
-    import torch
-    from mmengine.model import revert_sync_batchnorm
-    from mmengine.registry import MODELS as ROOT_MODELS
-    from mmengine.registry import init_default_scope
-    if cfg.get('default_scope'):
-        init_default_scope(cfg.default_scope)
-    model_cfg = copy.deepcopy(cfg.model)
-    model_cfg.pop('pretrained', None)
-    model_cfg.setdefault('data_preprocessor', copy.deepcopy(cfg.get('data_preprocessor', {})))
-    torch.manual_seed(seed)
-    return revert_sync_batchnorm(ROOT_MODELS.build(model_cfg))
+    """Build ``cfg.model`` like mmdeploy (:func:`rep_mm.integrations.mm_build.build_model`):
+    the config's ``default_scope`` set, ``pretrained`` dropped, the config's
+    ``data_preprocessor`` filled in, weights seeded by ``seed`` and ``SyncBatchNorm``
+    reverted. Used by the export and the quantization pipelines."""
+    from ..integrations.mm_build import build_model
+    return build_model(cfg, drop_pretrained=True, with_data_preprocessor=True,
+                       revert_sync_bn=True, seed=seed)
 
 
 @MODELS.register_module(name='ReparameterizedModel')

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 from typing import Any, Dict
 
-from ..io.files import write_bytes_atomic
+from ..io import write_bytes_atomic
 
 __all__ = ['SDK_FILES', 'write_sdk']
 

@@ -295,6 +295,102 @@ def _post_thresholds(deploy_cfg: Any, model_cfg: Any) -> List[float]:
     return out
 
 
+def _check_classification(result: Dict[str, Any], reference: nn.Module, deploy_cfg: Any,
+                          model_cfg: Any, work: Path, inputs: Tensor, samples: Any,
+                          out: Dict[str, Any]) -> List[str]:
+    """The SDK class and score vs the graph's PyTorch forward; ``out`` gets the
+    numbers, the failures are returned."""
+    failures: List[str] = []
+    scores = _rewritten_outputs(reference, deploy_cfg, inputs, samples)[0][0]
+    label, score = int(result['labels'][0]), float(result['scores'][0])
+    ref_label = int(np.argmax(scores))
+    diff = abs(score - float(scores[ref_label]))
+    out.update(sdk_label=label, sdk_score=score, torch_label=ref_label,
+               torch_score=float(scores[ref_label]), score_diff=diff, score_tol=SCORE_TOL,
+               torch_margin=float(np.sort(scores)[-1] - np.sort(scores)[-2]))
+    if label != ref_label:
+        failures.append(f'SDK class {label} != PyTorch class {ref_label}')
+    elif diff > SCORE_TOL:
+        failures.append(f'SDK score differs by {diff:.3g} > {SCORE_TOL:g}')
+    return failures
+
+
+def _check_segmentation(result: Dict[str, Any], reference: nn.Module, deploy_cfg: Any,
+                        model_cfg: Any, work: Path, inputs: Tensor, samples: Any,
+                        out: Dict[str, Any]) -> List[str]:
+    """The SDK mask vs PyTorch's (module docstring); ``out`` gets the numbers, the
+    failures are returned."""
+    failures: List[str] = []
+    with torch.no_grad():
+        pred = reference.predict(inputs, copy.deepcopy(samples))[0]
+    ref_mask = pred.pred_sem_seg.data[0].cpu().numpy()
+    ref_logits = pred.seg_logits.data.cpu().numpy()
+    sdk = result['seg']
+    with_argmax = deploy_cfg.codebase_config.get('with_argmax', True)
+    out['sdk_output'] = dict(shape=list(sdk.shape), dtype=str(sdk.dtype),
+                             with_argmax=with_argmax)
+    sdk_mask = sdk.argmax(0) if sdk.ndim == 3 else sdk.reshape(ref_mask.shape)
+    if sdk.ndim == 2 and sdk_mask.shape == ref_mask.shape:
+        # with_argmax: the graph's label map (network input size) resized by the SDK's
+        # ResizeMask with nearest neighbour (OpenCV: source pixel floor(i * scale)), which
+        # mmseg's predict (bilinear logits, then argmax) cannot match on every pixel (a 3x
+        # downscale picks pixel 3i there, 3i + 1 in mmseg): that reference is the one
+        # held to PIXEL_AGREEMENT, mmseg's is reported (mmseg_predict_agreement)
+        import cv2
+        out['mmseg_predict_agreement'] = float((sdk_mask == ref_mask).mean())
+        graph_mask = _rewritten_outputs(reference, deploy_cfg, inputs, samples)[0]
+        graph_mask = np.asarray(graph_mask).reshape(graph_mask.shape[-2:]).astype(np.int32)
+        ref_mask = cv2.resize(graph_mask, ref_mask.shape[::-1],
+                              interpolation=cv2.INTER_NEAREST)
+        out['reference'] = 'graph label map, nearest-resized as the SDK does'
+    else:
+        out['reference'] = 'mmseg predict (bilinear logits at the image size, argmax)'
+    if sdk_mask.shape != ref_mask.shape:
+        failures.append(f'SDK mask shape {list(sdk_mask.shape)} != PyTorch '
+                        f'{list(ref_mask.shape)}')
+    else:
+        agree = float((sdk_mask == ref_mask).mean())
+        out.update(pixel_agreement=agree, pixels=int(ref_mask.size),
+                   pixels_differing=int((sdk_mask != ref_mask).sum()),
+                   required=PIXEL_AGREEMENT)
+        if sdk.ndim == 3 and sdk.shape == ref_logits.shape:
+            out['score_map_max_abs'] = float(np.abs(sdk - ref_logits).max())
+        out['sdk_output']['spatially_constant'] = bool(np.ptp(sdk.reshape(
+            (sdk.shape[0], -1) if sdk.ndim == 3 else (1, -1)), axis=1).max() == 0)
+        if agree < PIXEL_AGREEMENT:
+            constant = (' (the SDK output is spatially constant: one pixel\'s value '
+                        'everywhere)' if out['sdk_output']['spatially_constant'] else '')
+            failures.append(f'SDK mask agrees with PyTorch on {agree:.4%} of the pixels '
+                            f'< {PIXEL_AGREEMENT:.1%}{constant}')
+    return failures
+
+
+def _check_detection(result: Dict[str, Any], reference: nn.Module, deploy_cfg: Any,
+                     model_cfg: Any, work: Path, inputs: Tensor, samples: Any,
+                     out: Dict[str, Any]) -> List[str]:
+    """The SDK boxes vs the graph's, mapped back as the SDK does; ``out`` gets the
+    numbers, the failures are returned."""
+    failures: List[str] = []
+    dets, labels = _rewritten_outputs(reference, deploy_cfg, inputs, samples)[:2]
+    sample = samples[0]
+    min_bbox_size = float(_resize_bbox_params(work).get('min_bbox_size', 0.0))
+    ref_boxes, kept = _scale_back(dets[0], sample, min_bbox_size)
+    sdk_boxes, sdk_labels = result['boxes'], result['labels']
+    thresholds = _post_thresholds(deploy_cfg, model_cfg)
+    # the graph keeps boxes >= its score threshold; the SDK drops those below score_thr
+    # and those that its mapping to the original image leaves smaller than min_bbox_size
+    keep = (ref_boxes[:, 4] >= max(thresholds)) & kept
+    out['dropped_as_sdk_does'] = int((~kept).sum())
+    match = match_detections(ref_boxes[keep], np.asarray(labels[0])[keep], sdk_boxes,
+                             sdk_labels, thresholds)
+    out.update(match, score_tol=SCORE_TOL, iou_min=IOU_MIN, thresholds=thresholds)
+    if not match['passed']:
+        failures.append(f'SDK detections: {match["mismatched"]} box(es) without a match '
+                        f'(IoU >= {IOU_MIN}, score within {SCORE_TOL:g}) of '
+                        f'{match["reference_boxes"]} PyTorch / {match["sdk_boxes"]} SDK')
+    return failures
+
+
 def check_sdk(work: Path, codebase: str, image_path: Path, reference: nn.Module,
               deploy_cfg: Any, model_cfg: Any, inputs: Tensor, samples: Any,
               against: str) -> Dict[str, Any]:
@@ -317,78 +413,8 @@ def check_sdk(work: Path, codebase: str, image_path: Path, reference: nn.Module,
                                runtime_version=metadata.version('mmdeploy_runtime'),
                                strides_repaired=[str(name) for name in
                                                  result.pop('strides_repaired', [])])
-    failures: List[str] = []
-    if codebase == 'mmpretrain':
-        scores = _rewritten_outputs(reference, deploy_cfg, inputs, samples)[0][0]
-        label, score = int(result['labels'][0]), float(result['scores'][0])
-        ref_label = int(np.argmax(scores))
-        diff = abs(score - float(scores[ref_label]))
-        out.update(sdk_label=label, sdk_score=score, torch_label=ref_label,
-                   torch_score=float(scores[ref_label]), score_diff=diff, score_tol=SCORE_TOL,
-                   torch_margin=float(np.sort(scores)[-1] - np.sort(scores)[-2]))
-        if label != ref_label:
-            failures.append(f'SDK class {label} != PyTorch class {ref_label}')
-        elif diff > SCORE_TOL:
-            failures.append(f'SDK score differs by {diff:.3g} > {SCORE_TOL:g}')
-    elif codebase == 'mmseg':
-        with torch.no_grad():
-            pred = reference.predict(inputs, copy.deepcopy(samples))[0]
-        ref_mask = pred.pred_sem_seg.data[0].cpu().numpy()
-        ref_logits = pred.seg_logits.data.cpu().numpy()
-        sdk = result['seg']
-        with_argmax = deploy_cfg.codebase_config.get('with_argmax', True)
-        out['sdk_output'] = dict(shape=list(sdk.shape), dtype=str(sdk.dtype),
-                                 with_argmax=with_argmax)
-        sdk_mask = sdk.argmax(0) if sdk.ndim == 3 else sdk.reshape(ref_mask.shape)
-        if sdk.ndim == 2 and sdk_mask.shape == ref_mask.shape:
-            # with_argmax: the graph's label map (network input size) resized by the SDK's
-            # ResizeMask with nearest neighbour (OpenCV: source pixel floor(i * scale)), which
-            # mmseg's predict (bilinear logits, then argmax) cannot match on every pixel (a 3x
-            # downscale picks pixel 3i there, 3i + 1 in mmseg): that reference is the one
-            # held to PIXEL_AGREEMENT, mmseg's is reported (mmseg_predict_agreement)
-            import cv2
-            out['mmseg_predict_agreement'] = float((sdk_mask == ref_mask).mean())
-            graph_mask = _rewritten_outputs(reference, deploy_cfg, inputs, samples)[0]
-            graph_mask = np.asarray(graph_mask).reshape(graph_mask.shape[-2:]).astype(np.int32)
-            ref_mask = cv2.resize(graph_mask, ref_mask.shape[::-1],
-                                  interpolation=cv2.INTER_NEAREST)
-            out['reference'] = 'graph label map, nearest-resized as the SDK does'
-        else:
-            out['reference'] = 'mmseg predict (bilinear logits at the image size, argmax)'
-        if sdk_mask.shape != ref_mask.shape:
-            failures.append(f'SDK mask shape {list(sdk_mask.shape)} != PyTorch '
-                            f'{list(ref_mask.shape)}')
-        else:
-            agree = float((sdk_mask == ref_mask).mean())
-            out.update(pixel_agreement=agree, pixels=int(ref_mask.size),
-                       pixels_differing=int((sdk_mask != ref_mask).sum()),
-                       required=PIXEL_AGREEMENT)
-            if sdk.ndim == 3 and sdk.shape == ref_logits.shape:
-                out['score_map_max_abs'] = float(np.abs(sdk - ref_logits).max())
-            out['sdk_output']['spatially_constant'] = bool(np.ptp(sdk.reshape(
-                (sdk.shape[0], -1) if sdk.ndim == 3 else (1, -1)), axis=1).max() == 0)
-            if agree < PIXEL_AGREEMENT:
-                constant = (' (the SDK output is spatially constant: one pixel\'s value '
-                            'everywhere)' if out['sdk_output']['spatially_constant'] else '')
-                failures.append(f'SDK mask agrees with PyTorch on {agree:.4%} of the pixels '
-                                f'< {PIXEL_AGREEMENT:.1%}{constant}')
-    else:
-        dets, labels = _rewritten_outputs(reference, deploy_cfg, inputs, samples)[:2]
-        sample = samples[0]
-        min_bbox_size = float(_resize_bbox_params(work).get('min_bbox_size', 0.0))
-        ref_boxes, kept = _scale_back(dets[0], sample, min_bbox_size)
-        sdk_boxes, sdk_labels = result['boxes'], result['labels']
-        thresholds = _post_thresholds(deploy_cfg, model_cfg)
-        # the graph keeps boxes >= its score threshold; the SDK drops those below score_thr
-        # and those that its mapping to the original image leaves smaller than min_bbox_size
-        keep = (ref_boxes[:, 4] >= max(thresholds)) & kept
-        out['dropped_as_sdk_does'] = int((~kept).sum())
-        match = match_detections(ref_boxes[keep], np.asarray(labels[0])[keep], sdk_boxes,
-                                 sdk_labels, thresholds)
-        out.update(match, score_tol=SCORE_TOL, iou_min=IOU_MIN, thresholds=thresholds)
-        if not match['passed']:
-            failures.append(f'SDK detections: {match["mismatched"]} box(es) without a match '
-                            f'(IoU >= {IOU_MIN}, score within {SCORE_TOL:g}) of '
-                            f'{match["reference_boxes"]} PyTorch / {match["sdk_boxes"]} SDK')
+    check = dict(mmpretrain=_check_classification, mmseg=_check_segmentation).get(
+        codebase, _check_detection)
+    failures = check(result, reference, deploy_cfg, model_cfg, work, inputs, samples, out)
     out.update(passed=not failures, failures=failures)
     return out

@@ -8,6 +8,8 @@
   epochs) holds the training form whatever the hook priorities are, and training resumes on
   the untouched branches. (Swapping ``runner.model`` itself would tie the saved form to the
   order of this hook and CheckpointHook.)
+* **Checkpoints** are tagged with the form of their weights (``meta['rep_mm_form']``,
+  :func:`rep_mm.io.record_form`) in ``before_save_checkpoint``: ``'training'`` while training.
 * **Test** (``convert_before_test``): training is over, so in ``before_test_epoch`` the model
   (``.module`` of a model wrapper) is converted in place. ``Runner.test()`` has already loaded
   the checkpoint by then (``load_or_resume`` runs before the test loop).
@@ -40,21 +42,17 @@ from typing import Any, Dict, Optional, Sequence
 
 import torch
 from mmengine.hooks import EMAHook, Hook
-from mmengine.model import is_model_wrapper
 from torch import nn
 
+from ..integrations.mm_build import unwrap_model
+from ..io import record_form
 from ..registry import HOOKS
 from ..reparam import (ReparamError, compare_model_outputs, conversion_problems,
                        default_tolerance, reparameterize)
 
-__all__ = ['ReparameterizeHook']
+__all__ = ['ReparameterizeHook', 'forward_tensor']
 
 _MISSING = object()
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    """The model inside an mmengine / torch model wrapper, or ``model`` itself."""
-    return model.module if is_model_wrapper(model) else model
 
 
 def forward_tensor(model: nn.Module, data: Any) -> Any:
@@ -141,6 +139,13 @@ class ReparameterizeHook(Hook):
                     f'(priority {hook.priority}), so it would convert the weights before EMA '
                     'swaps its averages in. Give ReparameterizeHook a lower priority than '
                     "EMAHook, e.g. the default 'LOW'.")
+
+    # -- checkpoints: tagged with the form they hold ----------------------------------------
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        """Tag ``checkpoint['meta']['rep_mm_form']`` with the form of the saved weights
+        (:func:`rep_mm.io.record_form`): ``'training'`` during training, since validation
+        converts a copy only; no tag for a model without re-parameterizable blocks."""
+        record_form(checkpoint, runner.model)
 
     # -- validation: a converted copy ---------------------------------------------------------
     def before_val_epoch(self, runner) -> None:

@@ -11,15 +11,19 @@
   :func:`unwrap_model` (the model inside DDP and other wrappers), used by every entry point.
 * :mod:`.mm_models`: the toolboxes' model types with a model-level ``switch_to_deploy()``
   (``rep_mm.RepImageClassifier``, ``RepEncoderDecoder``, ``RepRetinaNet``, ``RepFasterRCNN``).
-* :mod:`.stock_backbones`: ACB / DBB / OREPA blocks swapped into a stock mm backbone, and
-  folded back into a stock checkpoint after training.
+* :mod:`.official`: the official RepVGG / RepVGGplus releases' classifier layout
+  (``OfficialClassifier``; ``rep-mm convert --arch``) and their loading.
+* :mod:`.stock_backbones`: ACB / DBB / OREPA blocks swapped into a stock mm backbone
+  (``type='rep_mm.ReparamWrapped'``), and folded back into a stock checkpoint after training
+  (``python -m rep_mm.integrations.stock_backbones``).
 """
 from .data_root import (EpochBasedTrainLoop, IterBasedTrainLoop, TestLoop, ValLoop,
                         follow_data_root)
 from .mm_build import build_model, unwrap_model
 from .mm_models import DEPLOYABLE_MODELS, DeployableModelMixin
 from .runner_checkpoints import allow_runner_checkpoints
+from .stock_backbones import build_reparam_wrapped  # registers rep_mm.ReparamWrapped
 
 __all__ = ['EpochBasedTrainLoop', 'IterBasedTrainLoop', 'ValLoop', 'TestLoop',
            'follow_data_root', 'allow_runner_checkpoints', 'DEPLOYABLE_MODELS',
-           'DeployableModelMixin', 'build_model', 'unwrap_model']
+           'DeployableModelMixin', 'build_model', 'unwrap_model', 'build_reparam_wrapped']

@@ -4,7 +4,7 @@ mmengine 0.10.7 calls ``torch.load`` without ``weights_only``; torch >= 2.6 defa
 and refuses every Runner checkpoint (its ``message_hub`` pickles ``HistoryBuffer`` objects and
 numpy arrays, dtypes and scalars). Rather than switching the protection off
 (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``, ``weights_only=False``), importing rep_mm adds exactly
-:func:`rep_mm.io.checkpoint.runner_safe_globals` to torch's allow-list: ``HistoryBuffer``, numpy's
+:func:`rep_mm.io.runner_safe_globals` to torch's allow-list: ``HistoryBuffer``, numpy's
 ``ndarray`` / ``dtype`` / scalar reconstruction and the numeric dtype classes, and a ``getattr``
 that resolves only ``HistoryBuffer.{min,max,mean,current}`` (anything else is refused). Every
 other global still fails to load, so a hostile pickle stays harmless.
@@ -24,7 +24,7 @@ def allow_runner_checkpoints() -> List[Any]:
 
     Returns the entries that were added now (empty when they were already present).
     """
-    from ..io.checkpoint import runner_safe_globals
+    from ..io import runner_safe_globals
     present = torch.serialization.get_safe_globals()
     added = [item for item in runner_safe_globals() if item not in present]
     if added:
@@ -34,6 +34,6 @@ def allow_runner_checkpoints() -> List[Any]:
 
 def registered_runner_globals() -> List[Any]:
     """The Runner-checkpoint entries currently on torch's allow-list."""
-    from ..io.checkpoint import runner_safe_globals
+    from ..io import runner_safe_globals
     present = torch.serialization.get_safe_globals()
     return [item for item in runner_safe_globals() if item in present]

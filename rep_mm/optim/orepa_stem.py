@@ -31,6 +31,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS, OPTIMIZERS
 from torch import nn
 
+from ..integrations.mm_build import unwrap_model
 from ..registry import OPTIM_WRAPPER_CONSTRUCTORS
 from ._checks import check_number, check_optimizer_numbers, check_paramwise_cfg
 
@@ -113,8 +114,7 @@ class OREPAOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         return groups
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        if hasattr(model, 'module'):
-            model = model.module
+        model = unwrap_model(model)
         optimizer_cfg = dict(self.optimizer_cfg)
         optimizer_cls = optimizer_cfg['type']
         if isinstance(optimizer_cls, str):

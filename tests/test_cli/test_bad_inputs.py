@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 import rep_mm
-import rep_mm.io.files
+import rep_mm.io
 from rep_mm.backbones import RepMLPNet, RepOptVGG, RepVGG
 from rep_mm.blocks import RepMLPBlock, RepVGGBlock, SEBlock
-from rep_mm.io.checkpoint import (CheckpointError, load_checkpoint_file, load_weights,
-                               save_checkpoint_atomic)
-from rep_mm.cli.main import main as cli_main
+from rep_mm.io import (CheckpointError, load_checkpoint_file, load_weights,
+                       save_checkpoint_atomic)
+from rep_mm.cli.dispatch import main as cli_main
 from rep_mm.fusion import fuse_bn
 from rep_mm.hooks import ReparameterizeHook
 from rep_mm.optim import RepOptOptimWrapperConstructor, ScalesError, build_handler, load_scales
@@ -58,7 +58,7 @@ def cls_config(directory, deploy=False, arch=TINY, name='cls'):
 
 
 def training_checkpoint(directory, name='train.pth'):
-    from rep_mm.cli.main import build_config_model
+    from rep_mm.cli.dispatch import build_config_model
     model = randomize_bn_statistics(build_config_model(cls_config(directory))[0], seed=1)
     path = Path(directory) / name
     torch.save({'state_dict': model.state_dict(), 'meta': {'epoch': 1}}, path)
@@ -116,7 +116,7 @@ def opt_constructor(**wrapper):
 
 
 def build_from_config(path):
-    from rep_mm.cli.main import build_config_model
+    from rep_mm.cli.dispatch import build_config_model
     return build_config_model(path)
 
 
@@ -332,7 +332,7 @@ API_CASES.update({
                              ValueError, r'file name .* is too long: its temp file .* has 2\d\d '
                                          r'bytes, the file system allows 255'),
     'output_without_the_space': (lambda d: _check_out(str(Path(d) / 'big.pth'), 1 << 60),
-                                 rep_mm.io.files.NoSpaceError,
+                                 rep_mm.io.NoSpaceError,
                                  r'not enough free space .* MiB needed, .* MiB free'),
     'output_is_an_empty_path': (lambda d: _check_out(''), ValueError, 'is empty; give a file name'),
     # configs: one line naming the file, the line and the cause
@@ -350,7 +350,7 @@ API_CASES.update({
 
 
 def _check_out(out, size_hint=None):
-    from rep_mm.io.files import check_output_path
+    from rep_mm.io import check_output_path
     return check_output_path(out, (), overwrite=False, size_hint=size_hint)
 
 
@@ -406,7 +406,7 @@ model = dict(type='ImageClassifier',
              neck=dict(type='GlobalAveragePooling'),
              head=dict(type='LinearClsHead', num_classes=4, in_channels=64))
 """)
-    from rep_mm.cli.main import build_config_model
+    from rep_mm.cli.dispatch import build_config_model
     model = build_config_model(config)[0]
     torch.save({'state_dict': model.state_dict()}, Path(d) / 'resnet.pth')
     return ['convert', config, str(Path(d) / 'resnet.pth'), str(Path(d) / 'out.pth'),
@@ -414,7 +414,7 @@ model = dict(type='ImageClassifier',
 
 
 def _cli_deploy_checkpoint(d):
-    from rep_mm.cli.main import build_config_model
+    from rep_mm.cli.dispatch import build_config_model
     model = build_config_model(cls_config(d))[0]
     rep_mm.reparameterize(model)
     torch.save({'state_dict': model.state_dict()}, Path(d) / 'deploy.pth')
@@ -578,7 +578,7 @@ def test_bad_cli_input_exits_2_and_writes_nothing(name, case_dir, capsys):
 
 
 def test_backbone_folding_refuses_to_write_onto_its_input(case_dir, capsys):
-    from rep_mm.integrations.stock_backbones import main as fold_main
+    from rep_mm.integrations.stock_backbones.cli import main as fold_main
     ckpt = training_checkpoint(case_dir)
     before = (case_dir / 'train.pth').read_bytes()
     assert fold_main([cls_config(case_dir), ckpt, ckpt, '--overwrite']) == 2
@@ -771,7 +771,7 @@ def test_bad_test_tool_input_exits_2_before_the_runner(name, case_dir, capsys):
 
 
 def test_backbone_folding_reports_bad_inputs_with_exit_2(case_dir, capsys):
-    from rep_mm.integrations.stock_backbones import main as fold_main
+    from rep_mm.integrations.stock_backbones.cli import main as fold_main
     flipped, member = _flipped_checkpoint(case_dir)
     out = case_dir / 'stock.pth'
     assert fold_main([cls_config(case_dir), flipped, str(out)]) == 2

@@ -147,7 +147,9 @@ def test_empty_directory_is_filled(tmp_path):
 
 
 def test_mmpretrain_custom_dataset_reads_the_tree(tree32):
+    from mmengine.registry import init_default_scope
     from mmpretrain.datasets import CustomDataset
+    init_default_scope('mmpretrain')  # the pipeline's type names are mmpretrain's
     root, _ = tree32
     pipeline = [dict(type='LoadImageFromFile'), dict(type='PackInputs')]
     dataset = CustomDataset(data_root=str(root), data_prefix='test', pipeline=pipeline)

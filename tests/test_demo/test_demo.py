@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image
 
-from rep_mm.demo import classification as demo, plots as demo_plots
-from rep_mm.io.checkpoint import load_checkpoint_file
+from rep_mm.demo import classification as demo, plots as demo_plots, run as demo_run
+from rep_mm.io import load_checkpoint_file
 from rep_mm.demo.progress import DemoPart, PartProgress
 from rep_mm.demo.report import short_path
 from rep_mm.demo.common import spread_indices
@@ -69,7 +69,7 @@ def _check_summary(summary: dict, work_dir) -> None:
 
 
 def test_quick_demo(tmp_path, capfd):
-    assert demo.main(['--work-dir', str(tmp_path), '--quick']) == 0
+    assert demo_run.main(['--work-dir', str(tmp_path), '--quick']) == 0
     out, err = capfd.readouterr()  # file descriptors: also what C code or subprocesses print
     lines = out.splitlines() + err.splitlines()
     assert len(lines) <= LINE_BUDGET, '\n'.join(lines)
@@ -138,7 +138,7 @@ def test_missing_config_is_reported(tmp_path):
 
 def test_unknown_part_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as error:
-        demo.main(['--work-dir', str(tmp_path), '--parts', 'cls,detection'])
+        demo_run.main(['--work-dir', str(tmp_path), '--parts', 'cls,detection'])
     assert error.value.code == 2
     assert "unknown part(s) ['detection']; allowed: cls, seg, repopt" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
@@ -149,8 +149,8 @@ def test_failed_part_names_its_log(tmp_path, capfd):
     broken.write_text(f"_base_ = [{str(demo.DEFAULT_CONFIG)!r}]\n"
                       "model = dict(backbone=dict(type='rep_mm.NoSuchBackbone'))\n")
     work_dir = tmp_path / 'work'
-    assert demo.main(['--work-dir', str(work_dir), '--quick', '--parts', 'cls',
-                      '--config', str(broken)]) == 1
+    assert demo_run.main(['--work-dir', str(work_dir), '--quick', '--parts', 'cls',
+                          '--config', str(broken)]) == 1
     out, err = capfd.readouterr()
     assert len(out.splitlines() + err.splitlines()) <= LINE_BUDGET
     failure = next(line for line in err.splitlines() if line.startswith('DEMO FAILED'))
@@ -199,7 +199,7 @@ def test_progress_bar_is_one_updating_line():
 
 @pytest.mark.slow
 def test_full_demo_reaches_target(tmp_path, capfd):
-    assert demo.main(['--work-dir', str(tmp_path), '--parts', 'cls']) == 0
+    assert demo_run.main(['--work-dir', str(tmp_path), '--parts', 'cls']) == 0
     out, err = capfd.readouterr()
     assert len(out.splitlines() + err.splitlines()) <= LINE_BUDGET
     assert not [dump for dump in RUNNER_CONSOLE_DUMPS if dump in out + err]

@@ -12,7 +12,7 @@ pytest.importorskip('mmdeploy')
 ort = pytest.importorskip('onnxruntime')
 onnx = pytest.importorskip('onnx')
 
-from rep_mm.cli.main import main as cli_main  # noqa: E402
+from rep_mm.cli.dispatch import main as cli_main  # noqa: E402
 from rep_mm.deploy import export  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,8 +55,10 @@ def _check_common(report, work: Path, task: str):
     assert on_disk['passed'] and on_disk['graph']['batch_norm_nodes'] == 0
     assert on_disk['versions']['mmdeploy'] == '1.3.1'
     # nothing but the fused convs: no BN anywhere in the converted weights
-    state = torch.load(work / 'converted.pth', weights_only=True)['state_dict']
+    converted = torch.load(work / 'converted.pth', weights_only=True)
+    state = converted['state_dict']
     assert not any('rbr_dense' in k or 'rbr_1x1' in k for k in state)
+    assert converted['meta']['rep_mm_form'] == 'deploy'
     return data
 
 

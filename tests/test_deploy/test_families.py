@@ -17,7 +17,7 @@ pytest.importorskip('onnxruntime')
 pytest.importorskip('onnx')
 
 from rep_mm import reparameterize  # noqa: E402
-from rep_mm.cli.main import main as cli_main  # noqa: E402
+from rep_mm.cli.dispatch import main as cli_main  # noqa: E402
 from rep_mm.deploy.graph import TRAINING_BRANCH_NAMES, graph_checks  # noqa: E402
 from rep_mm.reparam import ReparamBlock  # noqa: E402
 from rep_mm.verify.bn_statistics import randomize_bn_statistics  # noqa: E402

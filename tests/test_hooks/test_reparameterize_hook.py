@@ -16,7 +16,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import rep_mm  # noqa: F401  (registers rep_mm.RepVGG and rep_mm.ReparameterizeHook)
 from rep_mm.hooks import ReparameterizeHook
-from rep_mm.hooks.reparameterize_hook import unwrap_model
+from rep_mm.integrations.mm_build import unwrap_model
 from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 TOLERANCE = 1e-5
@@ -243,9 +243,11 @@ def test_val_uses_converted_copy_and_checkpoints_keep_training_form(digits_root,
     assert {p.name for p in saved} >= {'iter_2.pth', 'iter_4.pth'}
     # Runner checkpoints load with weights_only=True: importing rep_mm allow-lists them
     for path in saved:
-        state = torch.load(path, weights_only=True)['state_dict']
+        checkpoint = torch.load(path, weights_only=True)
+        state = checkpoint['state_dict']
         assert any('rbr_dense' in k for k in state), path.name
         assert not any('rbr_reparam' in k for k in state), path.name
+        assert checkpoint['meta']['rep_mm_form'] == 'training', path.name
 
     # test from the last checkpoint in a fresh Runner: loaded first, then converted in place
     test_runner, reparam, _, last = build_runner(
@@ -431,3 +433,4 @@ def test_nan_in_a_block_at_validation_keeps_val_on_the_training_model(digits_roo
     assert check['phase'] == 'val' and check['passed'] is False
     assert 'backbone.stage2.0' in check['failures'][0]
     assert 'val_step' not in runner.model.__dict__ and reparam.val_model is None
+

@@ -110,13 +110,13 @@ def det_run(tmp_path_factory, scenes, elsewhere):
 
 def test_runner_checkpoint_globals_are_allow_listed_on_import():
     """What importing rep_mm adds: exactly the Runner-checkpoint entries, nothing else."""
-    from rep_mm.io.checkpoint import runner_safe_globals
+    from rep_mm.io import runner_safe_globals
     from rep_mm.integrations.runner_checkpoints import registered_runner_globals
     assert registered_runner_globals() == runner_safe_globals()
     # torch adds its own entries when torch.distributed loads: import the stack first
     code = ('import torch, mmengine.runner, mmpretrain.models, mmseg.models, mmdet.models; '
             'before = set(map(str, torch.serialization.get_safe_globals())); '
-            'import rep_mm; from rep_mm.io.checkpoint import runner_safe_globals; '
+            'import rep_mm; from rep_mm.io import runner_safe_globals; '
             'added = set(map(str, torch.serialization.get_safe_globals())) - before; '
             'print(len(added), len(runner_safe_globals()))')
     result = subprocess.run([sys.executable, '-c', code], env=user_environment(),

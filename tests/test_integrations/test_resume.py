@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rep_mm.io.checkpoint import load_checkpoint_file
+from rep_mm.io import load_checkpoint_file
 
 from ..helpers import load_train_tool, random_scales_file
 
@@ -173,7 +173,7 @@ model = dict(type='ImageClassifier',
 
 
 def test_interrupted_convert_leaves_no_partial_file(tmp_path, monkeypatch, capsys):
-    from rep_mm.cli.main import build_config_model, main
+    from rep_mm.cli.dispatch import build_config_model, main
     from rep_mm.verify.bn_statistics import randomize_bn_statistics
     config = tmp_path / 'cls.py'
     config.write_text(CLS_CONFIG.format(backbone='RepVGG', extra='', channels=128, arch=dict(
@@ -222,7 +222,7 @@ def test_runner_allow_list_survives_a_nested_load(tmp_path):
     """A rep_mm load inside tools/train.py's allow-list context must not switch it off."""
     from mmengine.logging import HistoryBuffer
 
-    from rep_mm.io.checkpoint import runner_allow_list
+    from rep_mm.io import runner_allow_list
     torch.save({'w': torch.ones(1)}, tmp_path / 'plain.pth')
     torch.save({'hub': HistoryBuffer([1.0], [1])}, tmp_path / 'runner.pth')
     before = torch.serialization.get_safe_globals()

@@ -14,8 +14,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import rep_mm  # noqa: F401  (registers rep_mm.ReparamWrapped)
 from rep_mm.blocks import OREPA, ACBlock, DiverseBranchBlock, OREPALargeConv
-from rep_mm.integrations.stock_backbones import (SwappedNorm, export_stock_checkpoint, find_conv_bn_pairs,
-                                     fold_to_stock, main, reparam_backbone, stock_state_dict)
+from rep_mm.integrations.stock_backbones import (SwappedNorm, export_stock_checkpoint,
+                                                find_conv_bn_pairs, fold_to_stock,
+                                                reparam_backbone, stock_state_dict)
+from rep_mm.integrations.stock_backbones.cli import main
 from rep_mm.registry import MODELS
 from rep_mm.verify.bn_statistics import randomize_bn_statistics
 

@@ -1,4 +1,4 @@
-"""Tests of rep_mm.io.checkpoint: safe loading, wrappings, key maps, strict reports, atomic saving."""
+"""Tests of rep_mm.io: safe loading, wrappings, key maps, strict reports, atomic saving."""
 import os
 import re
 from collections import OrderedDict
@@ -8,9 +8,8 @@ import torch
 from torch import nn
 
 from rep_mm.backbones import RepVGG, RepVGGplus
-from rep_mm.io.checkpoint import (CheckpointError, detect_kind, extract_state_dict,
-                               load_checkpoint_file, load_weights, mmpretrain_to_official,
-                               save_checkpoint_atomic)
+from rep_mm.io import (CheckpointError, detect_kind, extract_state_dict, load_checkpoint_file,
+                       load_weights, mmpretrain_to_official, save_checkpoint_atomic)
 from rep_mm.verify.bn_statistics import randomize_bn_statistics
 from tests.conftest import load_manifest, relative_error
 
@@ -534,7 +533,7 @@ def test_legacy_format_loads_with_its_limits_said_and_trailing_bytes_refused(tmp
 
 
 def test_temp_names_carry_the_writer_pid_and_a_saved_file_leaves_none(tmp_path):
-    from rep_mm.io.files import make_temp_file, stale_temp_files
+    from rep_mm.io import make_temp_file, stale_temp_files
     fd, tmp = make_temp_file(str(tmp_path / 'out.pth'))
     os.close(fd)
     assert os.path.basename(tmp).startswith(f'.out.pth.{os.getpid()}.') and tmp.endswith('.tmp')

@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from rep_mm.backbones import RepMLPNet
-from rep_mm.io.checkpoint import detect_kind, load_weights
+from rep_mm.io import detect_kind, load_weights
 from rep_mm.verify.bn_statistics import randomize_bn_statistics
 
 from ..conftest import load_manifest, relative_error

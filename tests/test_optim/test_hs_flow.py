@@ -15,10 +15,10 @@ from mmengine.config import Config
 from mmengine.hooks import Hook
 
 import rep_mm  # noqa: F401  (registers the rep_mm scope)
-from rep_mm.cli import main as cli
+from rep_mm.cli.dispatch import main as cli_main
 from rep_mm.backbones import RepOptVGG
 from rep_mm.blocks.csla import RepOptVGGBlock
-from rep_mm.io.checkpoint import load_checkpoint_file
+from rep_mm.io import load_checkpoint_file
 from rep_mm.demo.common import build_runner
 from rep_mm.optim import RepOptSGD, build_handler
 
@@ -83,11 +83,11 @@ def test_extracted_scales_match_the_target_by_name(hs_checkpoint, scales_file):
 def test_extract_refuses_its_input_and_existing_outputs(tmp_path, hs_checkpoint, scales_file,
                                                         capsys):
     before = sha256(hs_checkpoint)
-    assert cli.main(['extract-scales', str(hs_checkpoint), str(hs_checkpoint),
+    assert cli_main(['extract-scales', str(hs_checkpoint), str(hs_checkpoint),
                      '--config', str(TARGET_CONFIG), '--overwrite']) == 2
     assert 'same file as the input' in capsys.readouterr().err
     assert sha256(hs_checkpoint) == before
-    assert cli.main(['extract-scales', str(hs_checkpoint), str(scales_file),
+    assert cli_main(['extract-scales', str(hs_checkpoint), str(scales_file),
                      '--config', str(TARGET_CONFIG)]) == 2
     assert 'exists; pass --overwrite' in capsys.readouterr().err
     # a target of another arch: the names that do not fit are reported, nothing is written
@@ -96,7 +96,7 @@ def test_extract_refuses_its_input_and_existing_outputs(tmp_path, hs_checkpoint,
                      "model = dict(backbone=dict(arch=dict(num_blocks=[1, 2, 3, 1], "
                      "width_factor=[0.5, 0.5, 0.5, 0.5])))\n")
     out = tmp_path / 'never.pth'
-    assert cli.main(['extract-scales', str(hs_checkpoint), str(out), '--config',
+    assert cli_main(['extract-scales', str(hs_checkpoint), str(out), '--config',
                      str(other)]) == 2
     err = capsys.readouterr().err
     assert 'missing key(s): stage3.2.scale_1x1.weight' in err

@@ -16,9 +16,9 @@ from mmengine.logging import MessageHub
 from torch import nn
 
 from rep_mm.backbones import RepVGG
-from rep_mm.io.checkpoint import load_weights
+from rep_mm.io import load_weights
 from rep_mm.reparam import max_errors
-from rep_mm.cli.main import build_config_model, main
+from rep_mm.cli.dispatch import build_config_model, main
 from rep_mm.verify.bn_statistics import randomize_bn_statistics
 from tests.conftest import load_manifest, relative_error
 
@@ -287,9 +287,9 @@ def test_failed_verification_exits_1_and_writes_nothing(tmp_path, capsys):
 
 def test_demo_arguments_are_forwarded(monkeypatch):
     received = []
-    demo = types.ModuleType('rep_mm.demo.classification')
+    demo = types.ModuleType('rep_mm.demo.run')
     demo.main = lambda argv: received.append(argv) or 0
-    monkeypatch.setitem(sys.modules, 'rep_mm.demo.classification', demo)
+    monkeypatch.setitem(sys.modules, 'rep_mm.demo.run', demo)
     assert main(['demo', '--task', 'cls', '--iters', '3']) == 0
     assert received == [['--task', 'cls', '--iters', '3']]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from rep_mm.io.checkpoint import load_checkpoint_file
+from rep_mm.io import load_checkpoint_file
 
 from ..helpers import run_python
 

@@ -16,7 +16,7 @@ model = dict(
         # PLACEHOLDER path: a TRAINING-form RepVGG-A0 ImageNet checkpoint whose keys are
         # 'backbone.' + the official names (stage0.rbr_dense.conv.weight, ...), e.g. the official
         # RepVGG-A0-train.pth re-saved with a 'backbone.' prefix, or an mmpretrain RepVGG
-        # classifier checkpoint with its keys mapped by rep_mm.io.checkpoint.load_weights.
+        # classifier checkpoint with its keys mapped by rep_mm.io.load_weights.
         # PretrainedInit loads with strict=False: check the log for unmatched keys.
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/repvgg-A0_backbone-train.pth',
                       prefix='backbone.')),

@@ -15,8 +15,9 @@ on missing / extra / mis-shaped keys), builds the grad-mult map on the parameter
 a group without weight decay (the official rule; a ``paramwise_cfg`` replaces it), and wraps
 the optimizer in the configured wrapper (``OptimWrapper``, ``AmpOptimWrapper`` ...).
 The Runner builds the optimizer BEFORE ``init_weights()`` and ``load_or_resume()``, so the
-re-initialisation is left to :class:`~rep_mm.optim.repopt.init_hook.RepOptInitHook` (``before_train``,
-only from scratch); the handler is kept as ``optim_wrapper.repopt_handler`` for it.
+re-initialisation is left to :class:`~rep_mm.optim.repopt.init_hook.RepOptInitHook`
+(``before_train``, only from scratch); the handler is kept as ``optim_wrapper.repopt_handler``
+for it.
 """
 import copy
 from typing import List, Optional
@@ -25,6 +26,7 @@ from mmengine.optim import DefaultOptimWrapperConstructor, OptimWrapper
 from mmengine.registry import OPTIM_WRAPPERS
 from torch import nn
 
+from ...integrations.mm_build import unwrap_model
 from ...registry import OPTIM_WRAPPER_CONSTRUCTORS
 from .._checks import check_optimizer_numbers, check_paramwise_cfg
 from .handlers import build_handler
@@ -87,7 +89,7 @@ class RepOptOptimWrapperConstructor(DefaultOptimWrapperConstructor):
         super().__init__(optim_wrapper_cfg, paramwise_cfg)
 
     def __call__(self, model: nn.Module) -> OptimWrapper:
-        module = model.module if hasattr(model, 'module') else model
+        module = unwrap_model(model)
         handler = build_handler(module, self.scales,
                                 use_identity_scales_for_reinit=self.use_identity_scales_for_reinit)
         optimizer_cfg = dict(self.optimizer_cfg)

@@ -3,13 +3,14 @@
 For a CSLA block ``W' = s_conv * W + pad(s_1x1 * K1) [+ s_id * I]`` (``blocks/csla.py``):
 
 * rule of initialisation: the target kernel starts at ``W'`` computed from its own random
-  init ``W`` and a random 1x1 kernel ``K1`` (``nn.Conv2d`` default init, drawn here);
+  init ``W`` and a random 1x1 kernel ``K1`` (``nn.Conv2d``'s default init,
+  :func:`conv_default_weight`);
 * grad mults (``p = 2`` for SGD, ``p = 1`` for AdamW): ``s_conv^p`` on every tap,
   ``+ s_1x1^p`` on the centre tap, ``+ 1`` on the identity's diagonal centre (the contribution of
   the trainable identity scale of the CSLA form).
 
 RepOpt-GhostNet is the depthwise case: ``W' = s * W + f * I`` and mults ``s^p + 1`` (centre).
-Both are :func:`rep_mm.blocks.csla.csla_kernel`. The map is keyed by ``nn.Parameter``
+Both are :func:`rep_mm.fusion.csla_kernel`. The map is keyed by ``nn.Parameter``
 identity, which survives ``load_state_dict`` (it copies in place), so a map built before the
 Runner loads or resumes a checkpoint stays valid.
 """
@@ -20,14 +21,24 @@ from typing import Dict, Mapping, Optional, Tuple, Type
 import torch
 from torch import Tensor, nn
 
-from ...blocks.csla import RepOptGhostModule, RepOptVGGBlock, csla_kernel
+from ...blocks.csla import RepOptGhostModule, RepOptVGGBlock
+from ...fusion import csla_kernel
 from .scales import ScalesError, ScalesSource, load_scales, match_scales
 
 __all__ = ['UPDATE_RULE_POWERS', 'RepOptHandler', 'RepOptVGGHandler', 'RepOptGhostNetHandler',
-           'build_handler']
+           'build_handler', 'conv_default_weight']
 
 UPDATE_RULE_POWERS = {'sgd': 2, 'adamw': 1}
 GradMultMap = Dict[nn.Parameter, Tensor]
+
+
+def conv_default_weight(shape: Tuple[int, ...],
+                        generator: Optional[torch.Generator] = None) -> Tensor:
+    """A float32 CPU conv weight of ``shape`` drawn as ``nn.Conv2d.reset_parameters`` draws it
+    (``kaiming_uniform_(a=sqrt(5))``, i.e. ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``), from
+    ``generator`` (default: torch's global generator)."""
+    weight = torch.empty(shape, dtype=torch.float32)
+    return nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=generator)
 
 
 def _find_backbone(model: nn.Module, types: Tuple[type, ...]) -> nn.Module:
@@ -114,8 +125,8 @@ class RepOptHandler:
         """Overwrite every target kernel with its CSLA equivalent (rule of initialisation).
 
         Args:
-            generator: draws the random 1x1 kernels (``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``,
-                the default init of ``nn.Conv2d``). Default: torch's global generator.
+            generator: draws the random 1x1 kernels (:func:`conv_default_weight`, the
+                default init of ``nn.Conv2d``). Default: torch's global generator.
             kernels_1x1: given 1x1 kernels keyed by the target kernel's name (relative to the
                 backbone, e.g. ``stage1.0.conv.weight``), to reproduce a reference exactly.
         """
@@ -160,11 +171,8 @@ class RepOptVGGHandler(RepOptHandler):
 
     def _reparam_kernel(self, block, kernel, scales, identity, kernel_1x1):
         if isinstance(kernel_1x1, tuple):  # ('random', generator): nn.Conv2d's default init
-            fan_in = kernel.shape[1]
-            bound = 1.0 / math.sqrt(fan_in)
-            drawn = torch.rand((kernel.shape[0], fan_in, 1, 1), generator=kernel_1x1[1],
-                               dtype=torch.float32)
-            kernel_1x1 = ((drawn * 2 - 1) * bound).to(kernel)
+            kernel_1x1 = conv_default_weight((kernel.shape[0], kernel.shape[1], 1, 1),
+                                             kernel_1x1[1]).to(kernel)
         elif isinstance(kernel_1x1, str):  # 'ones': the grad-mult pattern
             kernel_1x1 = kernel.new_ones((kernel.shape[0], kernel.shape[1], 1, 1))
         identity = identity if block.has_identity else None

@@ -8,8 +8,8 @@ by ``init_weights`` and, worse, applied on top of loaded weights. This hook re-i
 """
 from mmengine.dist import broadcast, get_world_size
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 
+from ...integrations.mm_build import unwrap_model
 from ...registry import HOOKS
 
 __all__ = ['RepOptInitHook']
@@ -39,6 +39,6 @@ class RepOptInitHook(Hook):
         if get_world_size() > 1:
             for block in handler.blocks.values():
                 broadcast(handler.kernel_param(block).data, src=0)
-        model = runner.model.module if is_model_wrapper(runner.model) else runner.model
+        model = unwrap_model(runner.model)
         runner.logger.info(f'RepOptInitHook: re-initialised {len(handler.blocks)} target kernels '
                            f'of {type(model).__name__} from the searched scales')

@@ -13,7 +13,8 @@ from typing import Any, Dict, Mapping, Union
 import torch
 from torch import Tensor
 
-__all__ = ['ScalesError', 'check_scale_values', 'load_scales', 'match_scales', 'extract_scales', 'is_scale_key']
+__all__ = ['ScalesError', 'check_scale_values', 'load_scales', 'match_scales', 'extract_scales',
+           'is_scale_key']
 
 ScalesSource = Union[str, os.PathLike, Mapping[str, Tensor]]
 _WRAPPERS = ('state_dict', 'model', 'module')
@@ -83,7 +84,7 @@ def load_scales(source: ScalesSource, allow_unsafe: bool = False) -> 'OrderedDic
     """Read a scales file or take a dict; strip ``module.`` / ``backbone.`` prefixes and
     ``state_dict`` / ``model`` wrappers.
 
-    Files go through :func:`rep_mm.io.checkpoint.load_checkpoint_file`: ``weights_only=True``
+    Files go through :func:`rep_mm.io.load_checkpoint_file`: ``weights_only=True``
     (plus the Runner allow-list) unless ``allow_unsafe``; a truncated, corrupted or unsafe file
     raises ``CheckpointError`` naming the file and the problem.
     """
@@ -91,7 +92,7 @@ def load_scales(source: ScalesSource, allow_unsafe: bool = False) -> 'OrderedDic
         scales = _unwrap(source, 'the scales dict')
         check_scale_values(scales, 'the scales dict')
         return scales
-    from ...io.checkpoint import load_checkpoint_file
+    from ...io import load_checkpoint_file
     path = os.fspath(source)
     if not os.path.isfile(path):
         raise ScalesError(f'scales file {path!r} does not exist (the released ones are '
@@ -141,7 +142,7 @@ def extract_scales(hs_checkpoint: ScalesSource,
     if isinstance(hs_checkpoint, Mapping):
         state = hs_checkpoint
     else:
-        from ...io.checkpoint import load_checkpoint_file
+        from ...io import load_checkpoint_file
         state = load_checkpoint_file(hs_checkpoint, allow_unsafe=allow_unsafe)
     state = _unwrap({k: v for k, v in _unwrap_any(state).items() if isinstance(v, Tensor)},
                     'the Hyper-Search checkpoint')
