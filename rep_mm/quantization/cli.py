@@ -56,7 +56,7 @@ def build_parser():
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``rep-mm quantize``: returns the exit code."""
-    from ..io.checkpoint import CheckpointError
+    from ..io import CheckpointError
     from ..deploy import DeployError, ExportFailed
     from .pipeline import quantize
     from .report import summary_lines

@@ -98,8 +98,7 @@ def build_dataset(cfg: Any, loader_key: str, input_hw: Optional[Tuple[int, int]]
 def build_preprocessor(cfg: Any, codebase: str) -> Any:
     """The model's ``data_preprocessor`` as mmdeploy builds it (``cfg.model`` with the config's
     top-level ``data_preprocessor`` as default), in eval mode."""
-    from mmengine.registry import MODELS, init_default_scope
-    init_default_scope(scope_of(codebase))
+    from ..integrations import build_model
     model_cfg = cfg.model
     pre_cfg = copy.deepcopy(model_cfg.get('data_preprocessor') or
                             cfg.get('data_preprocessor') or {})
@@ -107,7 +106,7 @@ def build_preprocessor(cfg: Any, codebase: str) -> Any:
         pre_cfg['type'] = {'mmpretrain': 'mmpretrain.ClsDataPreprocessor',
                            'mmseg': 'mmseg.SegDataPreProcessor',
                            'mmdet': 'mmdet.DetDataPreprocessor'}[codebase]
-    return MODELS.build(pre_cfg).eval()
+    return build_model(cfg, pre_cfg, default_scope=scope_of(codebase)).eval()
 
 
 def to_onnx_input(item: Dict[str, Any], preprocessor: Any,

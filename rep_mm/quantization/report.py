@@ -21,7 +21,7 @@ def versions() -> Dict[str, str]:
 
 def write_report(data: Dict[str, Any], work: Path) -> Path:
     """Write ``data`` to ``work/quant_report.json`` through a temp file; returns the path."""
-    from ..demo.common import write_json_atomic
+    from ..io import write_json_atomic
     path = work / 'quant_report.json'
     data = dict(data, versions=versions(), load_average=list(os.getloadavg()),
                 cpu_count=os.cpu_count())

@@ -3,7 +3,7 @@ write ``qat_deploy.pth``, a plain deploy-form checkpoint for the ``deploy=True``
 import pytest
 import torch
 
-from rep_mm.io.checkpoint import extract_state_dict, load_checkpoint_file
+from rep_mm.io import extract_state_dict, load_checkpoint_file
 from rep_mm.quantization.qat import QATError, fold_checkpoint
 
 from ..conftest import REPO_ROOT, relative_error

@@ -29,7 +29,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Exit 0 on success, 2 on bad input (one-line message on stderr)."""
     args = build_parser().parse_args(argv)
     import rep_mm  # noqa: F401  registers the models
-    from ...io.checkpoint import CheckpointError
+    from ...io import CheckpointError
     from .model import fold_checkpoint
     for label, path in (('config', args.config), ('checkpoint', args.checkpoint)):
         if not osp.isfile(path):
@@ -39,7 +39,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f'error: {args.out!r} exists; pass --overwrite to replace it', file=sys.stderr)
         return 2
     try:
-        info = fold_checkpoint(args.config, args.checkpoint, args.out, args.cfg_options)
+        info = fold_checkpoint(args.config, args.checkpoint, args.out, args.cfg_options,
+                               overwrite=args.overwrite)
     except (QATError, CheckpointError, RuntimeError) as error:
         print(f'error: {str(error).splitlines()[0]}', file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ For a covered block (training form, input ``x``: ``(N, C_in, H, W)``)::
 
     x_q    = fq_act(x)                                    (uint8, EMA range)
     K, b   = block.equivalent_kernel_bias()               (differentiable; BN running stats)
-    y      = conv(x_q; fq(K), b)                          ((N, C_out, H', W'); fq: int8/channel)
+    y      = conv(x_q; fq(K), b)                          ((N, C_out, H', W'); fq: int8,
+                                                           per channel or per tensor)
     out    = the block's own post-conv part (SE, activation ...) applied to y
 
 so gradients reach every branch (kernels, BN gamma / beta, scales) through the fusion. In
@@ -28,7 +29,7 @@ from torch import Tensor, nn
 from ...blocks import OREPARepVGGBlock, RepOptVGGBlock, RepVGGBlock
 from ...reparam import ReparamBlock
 from .errors import QATError
-from .fake_quant import ActivationQuantizer, fake_quant_weight
+from .fake_quant import ActivationQuantizer, check_weight_granularity, fake_quant_weight
 
 __all__ = ['EqKQATMixin', 'QATRepVGGBlock', 'QATRepOptVGGBlock', 'QATOREPARepVGGBlock',
            'QAT_BLOCK_TYPES', 'prepare_eqk_qat', 'strip_eqk_qat', 'eqk_blocks']
@@ -42,10 +43,11 @@ class EqKQATMixin:
     _fused_attr: str = 'rbr_reparam'
 
     def _qat_setup(self, fake_quant: bool, averaging_constant: float,
-                   update_bn_stats: bool) -> None:
+                   update_bn_stats: bool, weight_quant: str = 'per_channel') -> None:
         device = next(self.parameters()).device
         self.input_quant = ActivationQuantizer(averaging_constant, enabled=fake_quant).to(device)
         self.fake_quant = fake_quant
+        self.weight_quant = weight_quant
         self.update_bn_stats = update_bn_stats
         self.last_kernel: Optional[Tensor] = None
         with torch.device('meta'):  # geometry only: stride, padding (mode), dilation, groups
@@ -64,7 +66,7 @@ class EqKQATMixin:
         x = self.input_quant(x)
         kernel, bias = self._kernel_bias(x)
         if self.fake_quant:
-            kernel = fake_quant_weight(kernel)
+            kernel = fake_quant_weight(kernel, self.weight_quant)
         self.last_kernel = kernel.detach()
         return self._after_conv(self._qat_template._conv_forward(x, kernel, bias))
 
@@ -115,10 +117,12 @@ def eqk_blocks(model: nn.Module) -> List[Tuple[str, EqKQATMixin]]:
 
 
 def prepare_eqk_qat(model: nn.Module, fake_quant: bool = True, averaging_constant: float = 0.01,
-                    update_bn_stats: bool = True) -> Dict[str, List[str]]:
+                    update_bn_stats: bool = True, weight_quant: str = 'per_channel'
+                    ) -> Dict[str, List[str]]:
     """Put every covered block of the training-form ``model`` under equivalent-kernel QAT, in
     place (the block's class becomes its QAT subclass and it gains ``input_quant``; parameter
-    names do not change).
+    names do not change). ``weight_quant``: int8 scales of the fused kernel, ``'per_channel'``
+    or ``'per_tensor'``.
 
     Returns:
         dict: ``covered`` (paths) and ``uncovered`` (paths of other rep_mm blocks, which keep
@@ -132,6 +136,10 @@ def prepare_eqk_qat(model: nn.Module, fake_quant: bool = True, averaging_constan
         raise QATError(f'expected an nn.Module, got {type(model).__name__}')
     if eqk_blocks(model):
         raise QATError('the model is already prepared for equivalent-kernel QAT')
+    try:
+        check_weight_granularity(weight_quant)
+    except ValueError as error:
+        raise QATError(str(error)) from None
     covered, uncovered, deployed = [], [], []
     for name, module in model.named_modules():
         if any(name.startswith(f'{c}.') for c in covered):
@@ -153,7 +161,7 @@ def prepare_eqk_qat(model: nn.Module, fake_quant: bool = True, averaging_constan
     for name in covered:
         block = model if name == '<root>' else model.get_submodule(name)
         block.__class__ = QAT_BLOCK_TYPES[type(block)]
-        block._qat_setup(fake_quant, averaging_constant, update_bn_stats)
+        block._qat_setup(fake_quant, averaging_constant, update_bn_stats, weight_quant)
     return dict(covered=covered, uncovered=uncovered)
 
 
@@ -163,7 +171,8 @@ def strip_eqk_qat(model: nn.Module) -> List[str]:
     names = []
     for name, block in eqk_blocks(model):
         del block.input_quant
-        for attr in ('fake_quant', 'update_bn_stats', 'last_kernel', '_qat_template'):
+        for attr in ('fake_quant', 'weight_quant', 'update_bn_stats', 'last_kernel',
+                     '_qat_template'):
             block.__dict__.pop(attr, None)
         block.__class__ = block._qat_base
         names.append(name or '<root>')

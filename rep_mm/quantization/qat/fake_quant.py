@@ -1,15 +1,17 @@
 """Fake quantization used by both QAT flows, matching onnxruntime's static QDQ int8 scheme.
 
-* **Weights** (``W``: ``(C_out, C_in // g, kh, kw)``): per output channel, symmetric int8 on
-  ``[-127, 127]``, zero point 0::
+* **Weights** (``W``: ``(C_out, C_in // g, kh, kw)``): symmetric int8 on ``[-127, 127]``, zero
+  point 0, per output channel (default, ``rep-mm quantize``'s default) or per tensor (one
+  scale, ``rep-mm quantize --per-tensor``)::
 
-      s_c = max|W_c| / 127          (computed in float64 and rounded once to float32,
-                                     as onnxruntime's ``compute_scale_zp`` does; 1.0 for an
-                                     all-zero channel)
+      s_c = max|W_c| / 127          (per channel; per tensor: s = max|W| / 127; computed in
+                                     float64 and rounded once to float32, as onnxruntime's
+                                     ``compute_scale_zp`` does; 1.0 for an all-zero channel)
       fq(W)_c = s_c * clamp(round_half_even(W_c / s_c), -127, 127)
 
   recomputed from the current kernel in every forward (no state), by
-  ``torch.fake_quantize_per_channel_affine`` (straight-through gradient).
+  ``torch.fake_quantize_per_channel_affine`` / ``torch.fake_quantize_per_tensor_affine``
+  (straight-through gradient).
 * **Activations** (a conv's input ``x``: any shape): per tensor, asymmetric uint8 on
   ``[0, 255]``; ``[min, max]`` is observed in training mode as an exponential moving average
   (``torch.ao.quantization.MovingAverageMinMaxObserver``), widened to contain 0::
@@ -26,11 +28,20 @@ import torch
 from torch import Tensor, nn
 from torch.ao.quantization.observer import MovingAverageMinMaxObserver
 
-__all__ = ['WEIGHT_QMIN', 'WEIGHT_QMAX', 'ACT_QMIN', 'ACT_QMAX', 'weight_scale',
-           'fake_quant_weight', 'quantize_weight_int8', 'ActivationQuantizer']
+__all__ = ['WEIGHT_QMIN', 'WEIGHT_QMAX', 'ACT_QMIN', 'ACT_QMAX', 'WEIGHT_GRANULARITIES',
+           'check_weight_granularity', 'weight_scale', 'fake_quant_weight',
+           'quantize_weight_int8', 'ActivationQuantizer']
 
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
 ACT_QMIN, ACT_QMAX = 0, 255
+WEIGHT_GRANULARITIES = ('per_channel', 'per_tensor')
+
+
+def check_weight_granularity(value: str) -> str:
+    """``value`` if it is one of :data:`WEIGHT_GRANULARITIES`, else ``ValueError``."""
+    if value not in WEIGHT_GRANULARITIES:
+        raise ValueError(f'weight_quant must be one of {WEIGHT_GRANULARITIES}, got {value!r}')
+    return value
 
 
 def _check_kernel(weight: Tensor) -> None:
@@ -40,41 +51,56 @@ def _check_kernel(weight: Tensor) -> None:
                          f'{list(weight.shape) if isinstance(weight, Tensor) else ""}')
 
 
-def weight_scale(weight: Tensor) -> Tensor:
-    """Per-output-channel scales ``s_c = max|W_c| / 127`` (float32, shape ``(C_out,)``).
+def weight_scale(weight: Tensor, granularity: str = 'per_channel') -> Tensor:
+    """Symmetric int8 scales ``s = max|W| / 127`` (float32): per output channel (shape
+    ``(C_out,)``) or, with ``granularity='per_tensor'``, one scale (shape ``(1,)``).
 
     The division is done in float64 and rounded once to float32, exactly as onnxruntime's
-    ``compute_scale_zp(-a, a, -127, 127, symmetric=True)``; a channel with ``max|W_c|`` below
-    the smallest normal float32 gets scale 1.0 (onnxruntime's rule)."""
+    ``compute_scale_zp(-a, a, -127, 127, symmetric=True)``; a channel (tensor) with ``max|W|``
+    below the smallest normal float32 gets scale 1.0 (onnxruntime's rule)."""
     _check_kernel(weight)
     absmax = weight.detach().abs().flatten(1).amax(dim=1).double()
+    if check_weight_granularity(granularity) == 'per_tensor':
+        absmax = absmax.amax().reshape(1)
     scale = (absmax - (-absmax)) / float(WEIGHT_QMAX - WEIGHT_QMIN)  # onnxruntime's dr / dq
     tiny = torch.finfo(torch.float32).tiny
     return torch.where(scale < tiny, torch.ones_like(scale), scale).float()
 
 
-def fake_quant_weight(weight: Tensor) -> Tensor:
-    """``fq(W)``: per-channel symmetric int8 fake quantization of a conv kernel (same shape
-    and dtype as ``weight``; straight-through gradient inside ``[-127 s, 127 s]``, i.e.
-    everywhere since ``s`` comes from ``max|W_c|``)."""
-    scale = weight_scale(weight).to(weight.device)
+def fake_quant_weight(weight: Tensor, granularity: str = 'per_channel') -> Tensor:
+    """``fq(W)``: symmetric int8 fake quantization of a conv kernel, per output channel or
+    per tensor (same shape and dtype as ``weight``; straight-through gradient inside
+    ``[-127 s, 127 s]``, i.e. everywhere since ``s`` comes from ``max|W|``)."""
+    scale = weight_scale(weight, granularity).to(weight.device)
+    if granularity == 'per_tensor':
+        zero = torch.zeros(1, dtype=torch.int32, device=weight.device)
+        return torch.fake_quantize_per_tensor_affine(weight, scale, zero, WEIGHT_QMIN,
+                                                     WEIGHT_QMAX)
     zero = torch.zeros(weight.shape[0], dtype=torch.int32, device=weight.device)
     return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, WEIGHT_QMIN,
                                                   WEIGHT_QMAX)
 
 
-def quantize_weight_int8(weight: Tensor) -> Tuple[Tensor, Tensor]:
+def quantize_weight_int8(weight: Tensor, granularity: str = 'per_channel'
+                         ) -> Tuple[Tensor, Tensor]:
     """Real int8 quantization of a kernel with the scales of :func:`weight_scale`:
-    ``(q, s)`` with ``q`` int8 of ``weight``'s shape and ``s`` float32 ``(C_out,)``; ``q * s``
-    (broadcast over channels) is the dequantized kernel.
+    ``(q, s)`` with ``q`` int8 of ``weight``'s shape and ``s`` float32 (``(C_out,)`` per
+    channel, ``(1,)`` per tensor); ``q * s`` (broadcast over channels) is the dequantized
+    kernel.
 
-    Uses ``torch.ops.quantized_decomposed.quantize_per_channel``, the quantize op of torch's
-    PT2E flow (registered by ``torch.ao.quantization.fx._decomposed``; no FX API is used)."""
+    Uses ``torch.ops.quantized_decomposed.quantize_per_channel`` / ``quantize_per_tensor``, the
+    quantize ops of torch's PT2E flow (registered by ``torch.ao.quantization.fx._decomposed``;
+    no FX API is used)."""
     import torch.ao.quantization.fx._decomposed  # noqa: F401  registers quantized_decomposed
-    scale = weight_scale(weight)
+    scale = weight_scale(weight, granularity)
+    data = weight.detach().float().cpu()
+    if granularity == 'per_tensor':
+        q = torch.ops.quantized_decomposed.quantize_per_tensor(
+            data, float(scale[0]), 0, WEIGHT_QMIN, WEIGHT_QMAX, torch.int8)
+        return q, scale
     zero = torch.zeros(weight.shape[0], dtype=torch.int64)
     q = torch.ops.quantized_decomposed.quantize_per_channel(
-        weight.detach().float().cpu(), scale, zero, 0, WEIGHT_QMIN, WEIGHT_QMAX, torch.int8)
+        data, scale, zero, 0, WEIGHT_QMIN, WEIGHT_QMAX, torch.int8)
     return q, scale
 
 

@@ -20,6 +20,7 @@ Steps (``y = conv(x; W, b)`` the fused conv, ``(N, C_out, H', W')``):
        W' = W * t  (per output channel),   b' = beta + (b - mu) * t
        out = conv(x_q; fq(W'), b'),         x_q = fq_act(x)
 
+   ``fq`` is per output channel, or per tensor with ``weight_quant='per_tensor'``.
    ``fake_quant=False`` fine-tunes the deploy-form model in floating point instead
    (``out = BN(conv(x; W, b))``).
 4. :func:`fold_bn` folds ``bn`` back with the running statistics (the same ``W', b'`` as the
@@ -37,7 +38,7 @@ from torch import Tensor, nn
 
 from ...reparam import ReparamBlock
 from .errors import QATError
-from .fake_quant import ActivationQuantizer, fake_quant_weight
+from .fake_quant import ActivationQuantizer, check_weight_granularity, fake_quant_weight
 from .utils import fake_quant_disabled, output_errors, replace_submodule
 
 __all__ = ['FUSED_CONV_NAMES', 'BNConv2d', 'fused_convs', 'prepare_insert_bn',
@@ -88,12 +89,14 @@ class BNConv2d(nn.Conv2d):
 
     Args:
         conv (nn.Conv2d): the fused conv; its weight and bias (zeros if it has none) are copied.
-        fake_quant (bool): fake-quantize weights (per channel int8) and inputs (uint8).
+        fake_quant (bool): fake-quantize weights (int8) and inputs (uint8).
         momentum (float): BN momentum of the running statistics. Default 0.1.
         eps (float): BN eps. Default 1e-5.
         averaging_constant (float): EMA constant of the input range. Default 0.01.
         bn_stats (str): statistics folded in training: ``'batch'`` (default; running
             statistics are updated) or ``'running'`` (frozen BN statistics).
+        weight_quant (str): int8 weight scales ``'per_channel'`` (default) or
+            ``'per_tensor'`` (:func:`.fake_quant.fake_quant_weight`).
 
     Buffer ``bn_calibrated`` (bool): set by :func:`calibrate_inserted_bn`; before, the module
     is the plain conv in eval mode and refuses to train.
@@ -101,11 +104,15 @@ class BNConv2d(nn.Conv2d):
 
     def __init__(self, conv: nn.Conv2d, fake_quant: bool = True, momentum: float = 0.1,
                  eps: float = 1e-5, averaging_constant: float = 0.01,
-                 bn_stats: str = 'batch') -> None:
+                 bn_stats: str = 'batch', weight_quant: str = 'per_channel') -> None:
         if not isinstance(conv, nn.Conv2d):
             raise QATError(f'BNConv2d wraps an nn.Conv2d, got {type(conv).__name__}')
         if bn_stats not in BN_STATS:
             raise QATError(f'bn_stats must be one of {BN_STATS}, got {bn_stats!r}')
+        try:
+            check_weight_granularity(weight_quant)
+        except ValueError as error:
+            raise QATError(str(error)) from None
         weight = conv.weight
         super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                          conv.padding, conv.dilation, conv.groups, bias=True,
@@ -119,6 +126,7 @@ class BNConv2d(nn.Conv2d):
         self.input_quant = (ActivationQuantizer(averaging_constant) if fake_quant else None)
         self.fake_quant = fake_quant
         self.bn_stats = bn_stats
+        self.weight_quant = weight_quant
         self.register_buffer('bn_calibrated', torch.tensor(False, device=weight.device))
         self.train(conv.training)
 
@@ -158,11 +166,11 @@ class BNConv2d(nn.Conv2d):
         else:
             mean, var = self.bn.running_mean, self.bn.running_var
         weight, bias = self.folded_weight_bias(mean, var)
-        return self._conv_forward(x, fake_quant_weight(weight), bias)
+        return self._conv_forward(x, fake_quant_weight(weight, self.weight_quant), bias)
 
     def extra_repr(self) -> str:
         return (f'{super().extra_repr()}, fake_quant={self.fake_quant}, '
-                f'bn_stats={self.bn_stats}, calibrated={bool(self.bn_calibrated)}')
+                f'bn_stats={self.bn_stats}, weight_quant={self.weight_quant}, calibrated={bool(self.bn_calibrated)}')
 
 
 def inserted_bn_modules(model: nn.Module) -> List[Tuple[str, BNConv2d]]:
@@ -172,7 +180,7 @@ def inserted_bn_modules(model: nn.Module) -> List[Tuple[str, BNConv2d]]:
 
 def prepare_insert_bn(model: nn.Module, fake_quant: bool = True, momentum: float = 0.1,
                       eps: float = 1e-5, averaging_constant: float = 0.01,
-                      bn_stats: str = 'batch') -> List[str]:
+                      bn_stats: str = 'batch', weight_quant: str = 'per_channel') -> List[str]:
     """Replace every fused conv of the converted ``model`` by a (not yet calibrated)
     :class:`BNConv2d`, in place; returns their paths. The parameters exist from here on, so
     an optimizer built afterwards includes them.
@@ -187,7 +195,7 @@ def prepare_insert_bn(model: nn.Module, fake_quant: bool = True, momentum: float
     for name in names:
         conv = model.get_submodule(name)
         replace_submodule(model, name, BNConv2d(conv, fake_quant, momentum, eps,
-                                                averaging_constant, bn_stats))
+                                                averaging_constant, bn_stats, weight_quant))
     return names
 
 
@@ -293,7 +301,8 @@ def insert_bn(model: nn.Module, inputs: Sequence[Any],
               fake_quant: bool = True, tolerance: float = 1e-5, **kwargs: Any) -> Dict[str, Any]:
     """:func:`prepare_insert_bn` then :func:`calibrate_inserted_bn` (kwargs go to the
     former: ``momentum``, ``eps``, ``averaging_constant``, ``bn_stats``); returns the
-    calibration report plus ``names`` (the fused convs)."""
+    calibration report plus ``names`` (the fused convs); kwargs may also give
+    ``weight_quant``."""
     names = prepare_insert_bn(model, fake_quant=fake_quant, **kwargs)
     report = calibrate_inserted_bn(model, inputs, forward, tolerance)
     report['names'] = names

@@ -4,7 +4,8 @@ and the deploy-form checkpoint written after training.
 A config wraps a stock model config (mmpretrain classifier, mmseg segmentor ...)::
 
     model = dict(type='rep_mm.QATModel', flow='after_conversion',   # or 'equivalent_kernel'
-                 fake_quant=True, model=dict(type='ImageClassifier', backbone=dict(
+                 fake_quant=True, weight_quant='per_channel',       # or 'per_tensor'
+                 model=dict(type='ImageClassifier', backbone=dict(
                      type='rep_mm.RepVGG', ..., deploy=True), ...))
     custom_hooks = [dict(type='rep_mm.QATHook', calib_batches=8)]
 
@@ -25,7 +26,8 @@ itself, so the Runner, data preprocessor and state-dict names are those of the s
   that it loads without missing keys.
 * ``before_train``: flow A measures the inserted BNs' statistics on ``calib_batches`` batches of
   the train dataloader (unless resumed calibrated) and checks the exactness (<= 1e-5).
-* ``after_train``: writes ``<work_dir>/qat_deploy.pth``, a plain deploy-form checkpoint (BN
+* ``after_train``: writes ``<work_dir>/qat_deploy.pth`` atomically (tagged
+  ``meta['rep_mm_form'] = 'deploy'``), a plain deploy-form checkpoint (BN
   folded / blocks converted, quantizers removed) that loads with ``strict=True`` into the inner
   config with ``deploy=True``; the fold is checked in fp32 on a training batch (<= 1e-5).
 """
@@ -36,20 +38,20 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from mmengine.dist import is_main_process
 from mmengine.hooks import Hook
-from mmengine.model import is_model_wrapper
 from torch import nn
 
+from ...integrations import build_model, unwrap_model
 from ...registry import HOOKS, MODELS
 from ...reparam import reparameterize
 from .eqk import eqk_blocks, prepare_eqk_qat, strip_eqk_qat
 from .errors import QATError
-from .fake_quant import ActivationQuantizer
+from .fake_quant import WEIGHT_GRANULARITIES, ActivationQuantizer
 from .insert_bn import (BNConv2d, calibrate_inserted_bn, fold_bn, inserted_bn_modules,
                         prepare_insert_bn)
 from .utils import fake_quant_disabled, output_errors
 
 __all__ = ['FLOWS', 'QATModel', 'QATHook', 'deploy_state_dict', 'with_deploy', 'fold_checkpoint',
-           'DEPLOY_CHECKPOINT']
+           'save_deploy_checkpoint', 'DEPLOY_CHECKPOINT']
 
 FLOWS = ('after_conversion', 'equivalent_kernel')
 DEPLOY_CHECKPOINT = 'qat_deploy.pth'
@@ -81,15 +83,16 @@ def with_deploy(cfg: Any, deploy: bool) -> Any:
     return cfg
 
 
-def _build(cfg: Any) -> nn.Module:
-    from mmengine.registry import MODELS as ROOT_MODELS
-    return ROOT_MODELS.build(copy.deepcopy(cfg))
+def _build(model_cfg: Any) -> nn.Module:
+    """Build a model config in the current default scope (the Runner's, inside a run)."""
+    return build_model({}, model_cfg)
 
 
 @MODELS.register_module(name='QATModel')
 def QATModel(model: dict, flow: str = 'after_conversion', fake_quant: bool = True,
              averaging_constant: float = 0.01, bn_momentum: float = 0.1,
              bn_stats: str = 'batch', update_bn_stats: bool = True,
+             weight_quant: str = 'per_channel',
              data_preprocessor: Optional[dict] = None) -> nn.Module:
     """Build ``model`` (a stock model config) and prepare it for QAT in place (module
     docstring); returns the inner model with ``qat_config`` (dict) attached.
@@ -102,6 +105,9 @@ def QATModel(model: dict, flow: str = 'after_conversion', fake_quant: bool = Tru
         bn_momentum (float): momentum of the inserted BNs (A).
         bn_stats (str): ``'batch'`` or ``'running'`` statistics folded in training (A).
         update_bn_stats (bool): keep updating the branches' BN statistics (B).
+        weight_quant (str): int8 weight scales, ``'per_channel'`` (default; ``rep-mm
+            quantize``'s default) or ``'per_tensor'`` (to match ``rep-mm quantize
+            --per-tensor``).
         data_preprocessor (dict, optional): given to the inner model unless it has one (the
             Runner passes the config's top-level ``data_preprocessor`` here).
     """
@@ -109,6 +115,9 @@ def QATModel(model: dict, flow: str = 'after_conversion', fake_quant: bool = Tru
         raise QATError(f'QATModel: flow must be one of {FLOWS}, got {flow!r}')
     if not isinstance(fake_quant, bool):
         raise QATError(f'QATModel: fake_quant must be True or False, got {fake_quant!r}')
+    if weight_quant not in WEIGHT_GRANULARITIES:
+        raise QATError(f'QATModel: weight_quant must be one of {WEIGHT_GRANULARITIES}, got '
+                       f'{weight_quant!r}')
     if flow == 'equivalent_kernel' and not fake_quant:
         raise QATError('QATModel: flow equivalent_kernel without fake_quant is plain training; '
                        'use the stock config instead')
@@ -122,7 +131,8 @@ def QATModel(model: dict, flow: str = 'after_conversion', fake_quant: bool = Tru
     if flow == 'after_conversion':
         try:
             names = prepare_insert_bn(built, fake_quant=fake_quant, momentum=bn_momentum,
-                                      averaging_constant=averaging_constant, bn_stats=bn_stats)
+                                      averaging_constant=averaging_constant, bn_stats=bn_stats,
+                                      weight_quant=weight_quant)
         except QATError as error:
             raise QATError(f'QATModel(flow=after_conversion): {error}. The inner `model` must '
                            f'be the deploy-form config (e.g. backbone.deploy=True); load_from '
@@ -131,16 +141,13 @@ def QATModel(model: dict, flow: str = 'after_conversion', fake_quant: bool = Tru
     else:
         try:
             covered = prepare_eqk_qat(built, averaging_constant=averaging_constant,
-                                      update_bn_stats=update_bn_stats)
+                                      update_bn_stats=update_bn_stats,
+                                      weight_quant=weight_quant)
         except QATError as error:
             raise QATError(f'QATModel(flow=equivalent_kernel): {error}') from None
-    built.qat_config = dict(flow=flow, fake_quant=fake_quant, source=copy.deepcopy(model),
-                            **covered)
+    built.qat_config = dict(flow=flow, fake_quant=fake_quant, weight_quant=weight_quant,
+                            source=copy.deepcopy(model), **covered)
     return built
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if is_model_wrapper(model) else model
 
 
 def _qat_only_keys(model: nn.Module) -> List[str]:
@@ -172,7 +179,7 @@ def deploy_state_dict(model: nn.Module, check_input: Any = None, forward=forward
     Returns:
         (state_dict, info) with info ``folded`` (paths) and ``max_rel_error`` (or None).
     """
-    work = copy.deepcopy(_unwrap(model)).eval()
+    work = copy.deepcopy(unwrap_model(model)).eval()
     reference = None
     if check_input is not None:
         with fake_quant_disabled(work):
@@ -196,8 +203,21 @@ def deploy_state_dict(model: nn.Module, check_input: Any = None, forward=forward
 
 
 def _train_batches(runner: Any, model: nn.Module, count: int) -> List[Any]:
+    """``count`` preprocessed batches of the train set (its train pipeline and collate, the
+    loader's batch size), drawn in a seeded random order by a loader of their own.
+
+    Not by iterating ``runner.train_dataloader``: with an ``InfiniteSampler`` (iteration-based
+    configs) that would close the sampler's one index generator, which the train loop shares,
+    and training would stop with ``StopIteration``."""
+    from mmengine.dist import get_rank
+    from torch.utils.data import DataLoader, RandomSampler
+    loader = runner.train_dataloader
+    seed = (getattr(runner, 'seed', None) or 0) + get_rank()
+    sampler = RandomSampler(loader.dataset, generator=torch.Generator().manual_seed(seed))
+    calib_loader = DataLoader(loader.dataset, batch_size=loader.batch_size or 1,
+                              sampler=sampler, collate_fn=loader.collate_fn, num_workers=0)
     batches = []
-    for data in runner.train_dataloader:
+    for data in calib_loader:
         if len(batches) >= count:
             break
         batches.append(model.data_preprocessor(data, False))
@@ -233,7 +253,7 @@ class QATHook(Hook):
 
     @staticmethod
     def _config(runner: Any) -> Tuple[nn.Module, Dict[str, Any]]:
-        model = _unwrap(runner.model)
+        model = unwrap_model(runner.model)
         cfg = getattr(model, 'qat_config', None)
         if cfg is None:
             raise QATError("QATHook needs a model built by type='rep_mm.QATModel'")
@@ -303,8 +323,12 @@ class QATHook(Hook):
         self.last_fold = info
         if is_main_process():
             path = osp.join(runner.work_dir, self.out_name)
-            torch.save(dict(state_dict=state, meta=dict(qat_flow=cfg['flow'],
-                                                        fake_quant=cfg['fake_quant'])), path)
+            source = getattr(runner, '_load_from', None)
+            if source and osp.exists(path) and osp.exists(source) and osp.samefile(path,
+                                                                                   source):
+                root, ext = osp.splitext(path)
+                path = f'{root}_iter_{runner.iter}{ext}'  # never replace the run's input
+            save_deploy_checkpoint(state, cfg, path, overwrite=True)
             rel = info['max_rel_error']
             runner.logger.info(f'QATHook: deploy-form checkpoint {path} ({len(info["folded"])} '
                                f'module(s) folded; fp32 fold check max rel '
@@ -312,26 +336,45 @@ class QATHook(Hook):
                                f'model config with deploy=True')
 
 
-def fold_checkpoint(config: str, checkpoint: str, out: str,
-                    cfg_options: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Write the deploy-form checkpoint of a QAT training checkpoint (e.g. ``epoch_4.pth``
-    of a ``rep_mm.QATModel`` config) to ``out``; returns the fold info."""
-    from mmengine.config import Config
-    from mmengine.registry import init_default_scope
+def save_deploy_checkpoint(state: Dict[str, torch.Tensor], qat_config: Dict[str, Any],
+                           path: str, overwrite: bool = False) -> str:
+    """Write a folded QAT state dict atomically (:func:`rep_mm.io.save_checkpoint_atomic`) as
+    ``{'state_dict', 'meta'}`` with ``meta['rep_mm_form'] = 'deploy'`` and the QAT settings;
+    returns ``path``."""
+    from ...io import save_checkpoint_atomic, tag_form
+    meta = tag_form(dict(qat_flow=qat_config['flow'], fake_quant=qat_config['fake_quant'],
+                         weight_quant=qat_config.get('weight_quant', 'per_channel')), 'deploy')
+    return save_checkpoint_atomic(dict(state_dict=state, meta=meta), path, overwrite=overwrite)
 
-    from ...io.checkpoint import extract_state_dict, load_checkpoint_file
+
+def fold_checkpoint(config: str, checkpoint: str, out: str,
+                    cfg_options: Optional[Dict[str, Any]] = None,
+                    overwrite: bool = False) -> Dict[str, Any]:
+    """Write the deploy-form checkpoint of a QAT training checkpoint (e.g. ``epoch_4.pth``
+    of a ``rep_mm.QATModel`` config) to ``out`` atomically; returns the fold info.
+
+    Raises:
+        QATError: not a QATModel config, ``out`` is the input, or the checkpoint is not one of
+            a QAT run.
+        FileExistsError: ``out`` exists and ``overwrite`` is False.
+    """
+    from mmengine.config import Config
+
+    from ...io import extract_state_dict, load_checkpoint_file
+    if osp.exists(out) and osp.samefile(out, checkpoint):
+        raise QATError(f'fold_checkpoint: the output {out!r} is the input checkpoint; write '
+                       f'the deploy form to another file')
     cfg = Config.fromfile(config)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     if cfg.model.get('type') not in ('rep_mm.QATModel', 'QATModel'):
         raise QATError(f'fold_checkpoint: {config} is not a rep_mm.QATModel config '
                        f'(model.type={cfg.model.get("type")!r})')
-    init_default_scope(cfg.get('default_scope', 'mmpretrain'))
-    model = _build(cfg.model)
+    model = build_model(cfg, default_scope='mmpretrain', with_data_preprocessor=True)
     model.load_state_dict(extract_state_dict(load_checkpoint_file(checkpoint)), strict=True)
     if any(not bool(m.bn_calibrated) for _, m in inserted_bn_modules(model)):
         raise QATError(f'fold_checkpoint: {checkpoint} has uncalibrated inserted BNs: it is '
                        f'not a checkpoint of a QAT training run')
     state, info = deploy_state_dict(model)
-    torch.save(dict(state_dict=state, meta=dict(qat_flow=model.qat_config['flow'])), out)
+    info['out'] = save_deploy_checkpoint(state, model.qat_config, out, overwrite=overwrite)
     return info
