@@ -25,7 +25,7 @@ __all__ = [
     # types and dtypes
     'KernelBias', 'fusion_dtype',
     # BatchNorm
-    'bn_scale_shift', 'fuse_bn', 'shift_only_batchnorm_',
+    'bn_scale_shift', 'fuse_bn', 'shift_only_batchnorm_', 'identity_batchnorm_',
     # constant kernels
     'identity_kernel', 'channel_identity', 'avg_pool_kernel',
     # per-channel scales
@@ -145,6 +145,36 @@ def shift_only_batchnorm_(norm: _BatchNorm, bias: Tensor) -> _BatchNorm:
     norm.running_var.fill_(1.0)
     norm.weight.fill_(math.sqrt(1.0 + norm.eps))
     norm.bias.copy_(bias.to(norm.bias.dtype))
+    return norm
+
+
+@torch.no_grad()
+def identity_batchnorm_(norm: _BatchNorm, mean: Tensor, var: Tensor) -> _BatchNorm:
+    """Set ``norm`` in place to the statistics ``(mean, var)`` of its input, with the affine
+    parameters that make it the identity in eval mode.
+
+    ``running_mean = mean``, ``running_var = var``, ``gamma = sqrt(var + eps)`` and
+    ``beta = mean`` (each ``(C,)``, cast to the norm's dtype): then ``BN(x) = gamma (x - mean)
+    / sqrt(var + eps) + beta = x``. A BN inserted after a fused conv this way leaves the model's
+    function unchanged while its statistics describe the real activations (the starting point of
+    fine-tuning or QAT of a converted model). Returns ``norm``.
+
+    Raises:
+        ValueError: ``norm`` has no affine parameters or no running statistics, or ``mean`` /
+            ``var`` are not ``(C,)``.
+    """
+    if norm.weight is None or norm.bias is None or norm.running_mean is None or \
+            norm.running_var is None:
+        raise ValueError(f'identity_batchnorm_ needs a BatchNorm with affine parameters and '
+                         f'running statistics, got {norm}')
+    for name, value in (('mean', mean), ('var', var)):
+        if tuple(value.shape) != tuple(norm.bias.shape):
+            raise ValueError(f'{name} must have shape {tuple(norm.bias.shape)} (one value per '
+                             f'channel), got {tuple(value.shape)}')
+    norm.running_mean.copy_(mean.to(norm.running_mean.dtype))
+    norm.running_var.copy_(var.to(norm.running_var.dtype))
+    norm.weight.copy_(torch.sqrt(var + norm.eps).to(norm.weight.dtype))
+    norm.bias.copy_(mean.to(norm.bias.dtype))
     return norm
 
 

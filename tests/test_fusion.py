@@ -173,6 +173,20 @@ def test_shift_only_batchnorm_errors_are_explicit():
         fusion.shift_only_batchnorm_(nn.BatchNorm2d(4), torch.zeros(5))
 
 
+def test_identity_batchnorm_keeps_the_function_and_holds_the_statistics():
+    """Measured (mean, var) of a real activation: the BN stores them and is the identity."""
+    x = torch.randn(4, 6, 5, 5, **F64) * torch.rand(1, 6, 1, 1, **F64) * 3 + 2
+    mean, var = x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3))
+    norm = nn.BatchNorm2d(6, eps=1e-3).double()
+    assert fusion.identity_batchnorm_(norm, mean, var) is norm
+    with torch.no_grad():
+        y = norm.eval()(x)
+    assert torch.allclose(y, x, rtol=0, atol=1e-12)
+    assert torch.equal(norm.running_mean, mean) and torch.equal(norm.running_var, var)
+    with pytest.raises(ValueError, match=r'var must have shape \(6,\)'):
+        fusion.identity_batchnorm_(norm, mean, var[:5])
+
+
 @pytest.mark.parametrize('groups', [1, 2])
 def test_scale_output_channels_equals_scaling_the_conv_output(groups):
     x = torch.randn(2, 4, 6, 6, **F64)

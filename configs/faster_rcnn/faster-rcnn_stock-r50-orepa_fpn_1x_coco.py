@@ -1,7 +1,7 @@
 # mmdet's OWN ResNet-50 trained with OREPA blocks (rep_mm.ReparamWrapped swaps every kxk conv-BN
 # pair; the 7x7 stem becomes OREPA's deep linear stem), in the stock Faster R-CNN + FPN, COCO 1x.
 # After training, fold into the stock layers:
-#   python -m rep_mm.integrations.stock_backbones THIS_CONFIG work_dirs/.../epoch_12.pth r50-stock.pth
+#   rep-mm fold-stock THIS_CONFIG work_dirs/.../epoch_12.pth r50-stock.pth
 # r50-stock.pth then loads with strict=True into mmdet's faster-rcnn_r50_fpn_1x_coco.py, with no
 # rep_mm installed. The model type stays mmdet's FasterRCNN (stock keys outside the backbone).
 _base_ = 'mmdet::faster_rcnn/faster-rcnn_r50_fpn_1x_coco.py'

@@ -1,7 +1,7 @@
 # mmseg's OWN ResNetV1c-50 (d8) trained with OREPA blocks (rep_mm.ReparamWrapped: every kxk
 # conv-BN pair, including the three 3x3 convs of the deep stem and the dilated 3x3 convs), in
 # the stock PSPNet, Cityscapes 512x1024, 80k. Fold after training:
-#   python -m rep_mm.integrations.stock_backbones THIS_CONFIG work_dirs/.../iter_80000.pth psp-stock.pth
+#   rep-mm fold-stock THIS_CONFIG work_dirs/.../iter_80000.pth psp-stock.pth
 # psp-stock.pth loads with strict=True into mmseg's pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py.
 _base_ = 'mmseg::pspnet/pspnet_r50-d8_4xb2-80k_cityscapes-512x1024.py'
 custom_imports = dict(imports=['rep_mm'], allow_failed_imports=False)

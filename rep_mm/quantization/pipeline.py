@@ -2,10 +2,12 @@
 quantize with onnxruntime, check its int8 kernels, evaluate fp32 and int8, time both, report."""
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .calibration import TrainSetReader, _static_hw
 from .data import build_dataset, build_preprocessor, load_config, to_onnx_input
@@ -62,9 +64,17 @@ def _check_arguments(config: str, work: Path, checkpoint: Optional[str], random_
                                     f'{", ".join(allowed)}')
 
 
-def _model_facts(cfg: Any, seed: int) -> Tuple[str, List[str]]:
-    """Build the model (seeded, as mmdeploy) and fold a copy: its codebase and the paths of
-    its re-param blocks (what a folded graph must hold as one Conv each)."""
+@dataclass
+class _Folded:
+    """The paths of the config's re-param blocks and the converted model they belong to: what
+    the fp32 graph is checked against (:func:`_check_folded`)."""
+    blocks: List[str]
+    model: Any
+
+
+def _model_facts(cfg: Any, seed: int) -> Tuple[str, _Folded]:
+    """Build the model (seeded, as mmdeploy) and convert it: its codebase and the converted
+    model with the paths of its re-param blocks."""
     from ..deploy import DeployError, codebase_of
     from ..deploy.model import build_like_mmdeploy
     from ..reparam import reparameterize
@@ -80,19 +90,24 @@ def _model_facts(cfg: Any, seed: int) -> Tuple[str, List[str]]:
             f'(onnxruntime quantizes their Conv tower, but calibration and box evaluation '
             f'through the config are not written; see docs/quantization.md)')
     rep = reparameterize(model)
-    return codebase, list(rep.converted) + list(rep.already_deployed)
+    return codebase, _Folded(list(rep.converted) + list(rep.already_deployed), model)
 
 
-def _check_folded(onnx_path: Path, fused: Sequence[str]) -> Dict[str, Any]:
-    """Raise :class:`QuantizationError` when the fp32 graph is not the folded model."""
-    from ..deploy.onnx_checks import graph_checks
-    graph = graph_checks(onnx_path, fused)
-    if graph['batch_norm_nodes'] or (graph['scopes_named'] and graph['blocks_not_one_conv']):
+def _check_folded(onnx_path: Path, fused: _Folded) -> Dict[str, Any]:
+    """Raise :class:`QuantizationError` when the fp32 graph is not the folded model.
+
+    The export's own family-aware check (:func:`rep_mm.deploy.graph.graph_checks` with the
+    converted model): every block's fused operator is exactly one node, no training-time
+    branch or foldable BatchNormalization is left. Stand-alone BNs of a family's deploy form
+    (RepMLPNet's ``prebn1`` / ``prebn2`` / ``head_norm``, after a residual sum) are allowed,
+    and a block may hold more than its fused Conv (RepMLP's global-perceptron convs)."""
+    from ..deploy.graph import graph_checks
+    graph = graph_checks(onnx_path, fused.blocks, model=fused.model)
+    if graph['failures']:
         raise QuantizationError(
-            f'{onnx_path} is not a folded model ({graph["batch_norm_nodes"]} '
-            f'BatchNormalization node(s), {len(graph.get("blocks_not_one_conv") or {})} '
-            f're-param block(s) not one Conv); int8 needs every block folded: export with '
-            f'rep-mm export (it folds them) or let quantize export from a checkpoint')
+            f'{onnx_path} is not a folded model ({graph["failures"][0]}); int8 needs every '
+            f'block folded: export with rep-mm export (it folds them) or let quantize export '
+            f'from a checkpoint')
     return graph
 
 
@@ -205,9 +220,68 @@ def quantize(config: str, work_dir: str, checkpoint: Optional[str] = None,
     """
     work = Path(work_dir).expanduser().absolute()
     timings: Dict[str, float] = {}
+    with _timed(timings, 'checks'):
+        _check_arguments(config, work, checkpoint, random_init, onnx, calib, threads, runs,
+                         op_types, overwrite)
+        inputs = _checked_inputs(config, cfg_options, onnx, deploy_config, calib, seed)
+    with _timed(timings, 'export'):
+        export, fp32_path, graph, shape = _fp32_graph(
+            inputs, config, work, checkpoint, random_init, onnx, deploy_config, overwrite,
+            unsafe_load, seed, quiet)
+        chosen = check_op_types(op_counts(fp32_path), op_types)
+    int8_path = work / 'end2end_int8.onnx'
+    with _timed(timings, 'quantize'):
+        settings = quantize_onnx(fp32_path, int8_path, inputs.reader, chosen, per_tensor,
+                                 float_head=not int8_head)
+    kernels = int8_kernels(int8_path, threads)
+    evaluation, latency = _evaluate_and_time(inputs, fp32_path, int8_path, shape, threads,
+                                             runs, timings)
+    data = dict(task=SUPPORTED_CODEBASES[inputs.codebase], codebase=inputs.codebase,
+                config=os.path.abspath(config), checkpoint=checkpoint and
+                os.path.abspath(checkpoint), random_init=random_init, work_dir=str(work),
+                deploy_config=str(inputs.deploy_path) if inputs.deploy_path else None,
+                fp32_onnx=str(fp32_path), int8_onnx=str(int8_path),
+                fp32_bytes=fp32_path.stat().st_size, int8_bytes=int8_path.stat().st_size,
+                export=export, fp32_graph={key: graph[key] for key in (
+                    'nodes', 'batch_norm_nodes', 'conv_nodes', 'fused_blocks')},
+                calibration=dict(source='train_dataloader.dataset (train pipeline, fitted to '
+                                        'the static input) + model data_preprocessor',
+                                 requested=inputs.reader.requested, used=inputs.reader.used,
+                                 seed=seed, pipeline=inputs.reader.pipeline()),
+                quantization=settings, int8_kernels=kernels, evaluation=evaluation,
+                latency=latency, seconds=timings)
+    write_report(data, work)
+    return data
+
+
+@contextlib.contextmanager
+def _timed(timings: Dict[str, float], name: str) -> Iterator[None]:
+    """Adds the seconds the block took to ``timings[name]``."""
     start = time.perf_counter()
-    _check_arguments(config, work, checkpoint, random_init, onnx, calib, threads, runs,
-                     op_types, overwrite)
+    try:
+        yield
+    finally:
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+@dataclass
+class _Inputs:
+    """What :func:`quantize` checked before any work: the config, its toolbox, the fused
+    blocks, the preprocessing, the expected graph input and the calibration reader."""
+    cfg: Any
+    codebase: str
+    fused: Any
+    preprocessor: Any
+    deploy_path: Optional[Path]
+    input_name: Optional[str]
+    expected: Any
+    reader: Any
+
+
+def _checked_inputs(config: str, cfg_options: Optional[Dict[str, Any]], onnx: Optional[str],
+                    deploy_config: Optional[str], calib: int, seed: int) -> _Inputs:
+    """Load the config and check everything the run will read (the first calibration image,
+    the val set) before the export starts."""
     cfg = load_config(config, cfg_options)
     if 'model' not in cfg:
         raise QuantizationError(f'config {config!r} has no `model` field')
@@ -223,9 +297,16 @@ def quantize(config: str, work_dir: str, checkpoint: Optional[str] = None,
     reader = TrainSetReader(cfg, preprocessor, input_name or 'input', expected, codebase,
                             calib, seed)  # reads + checks the first image now
     build_dataset(cfg, 'val_dataloader', _static_hw(expected), codebase, 'validation')
-    timings['checks'] = time.perf_counter() - start
+    return _Inputs(cfg, codebase, fused, preprocessor, deploy_path, input_name, expected,
+                   reader)
 
-    start = time.perf_counter()
+
+def _fp32_graph(inputs: _Inputs, config: str, work: Path, checkpoint: Optional[str],
+                random_init: bool, onnx: Optional[str], deploy_config: Optional[str],
+                overwrite: bool, unsafe_load: bool, seed: int, quiet: bool):
+    """``(export info, fp32 graph path, its graph facts, its input shape)``: exported through
+    ``rep_mm.deploy`` or the given ``onnx``, checked to be folded and to take the expected
+    input."""
     if onnx is None:
         export = _export(config, work, checkpoint, random_init, deploy_config, overwrite,
                          unsafe_load, seed, quiet)
@@ -233,51 +314,29 @@ def quantize(config: str, work_dir: str, checkpoint: Optional[str] = None,
     else:
         export = dict(passed=None, note='given with --onnx, not exported here', onnx=onnx)
         fp32_path = Path(onnx)
-    graph = _check_folded(fp32_path, fused)
+    graph = _check_folded(fp32_path, inputs.fused)
     name, shape = _onnx_input(fp32_path)
-    if input_name is None:
-        reader.input_name = name
-        if shape != expected:
+    if inputs.input_name is None:
+        inputs.reader.input_name = name
+        if shape != inputs.expected:
             raise QuantizationFailed(f'the exported graph takes {shape}, the deploy config '
-                                     f'said {expected}')
-    chosen = check_op_types(op_counts(fp32_path), op_types)
-    timings['export'] = time.perf_counter() - start
+                                     f'said {inputs.expected}')
+    return export, fp32_path, graph, shape
 
-    start = time.perf_counter()
-    int8_path = work / 'end2end_int8.onnx'
-    settings = quantize_onnx(fp32_path, int8_path, reader, chosen, per_tensor,
-                             float_head=not int8_head)
-    timings['quantize'] = time.perf_counter() - start
-    kernels = int8_kernels(int8_path, threads)
 
-    start = time.perf_counter()
-    sessions = {'fp32': make_session(fp32_path, threads), 'int8': make_session(int8_path,
-                                                                                threads)}
+def _evaluate_and_time(inputs: _Inputs, fp32_path: Path, int8_path: Path, shape: Any,
+                       threads: int, runs: int, timings: Dict[str, float]):
+    """The config's metric on its val set and the interleaved latency, fp32 and int8."""
+    sessions = {'fp32': make_session(fp32_path, threads),
+                'int8': make_session(int8_path, threads)}
     # segmentors: (N, 1, H, W) labels (with_argmax=True) or (N, C, H, W) logits
     out_shape = sessions['fp32'].get_outputs()[0].shape
-    with_argmax = codebase == 'mmseg' and len(out_shape) == 4 and out_shape[1] == 1
+    with_argmax = inputs.codebase == 'mmseg' and len(out_shape) == 4 and out_shape[1] == 1
     hw = _static_hw(shape)
-    evaluation = evaluate_sessions(cfg, codebase, sessions, preprocessor, hw, with_argmax)
-    timings['evaluate'] = time.perf_counter() - start
-    start = time.perf_counter()
-    latency = _latency(cfg, codebase, sessions, preprocessor, hw, with_argmax, threads, runs)
-    timings['latency'] = time.perf_counter() - start
-
-    data = dict(task=SUPPORTED_CODEBASES[codebase], codebase=codebase,
-                config=os.path.abspath(config), checkpoint=checkpoint and
-                os.path.abspath(checkpoint), random_init=random_init, work_dir=str(work),
-                deploy_config=str(deploy_path) if deploy_path else None,
-                fp32_onnx=str(fp32_path), int8_onnx=str(int8_path),
-                fp32_bytes=fp32_path.stat().st_size, int8_bytes=int8_path.stat().st_size,
-                export=export, fp32_graph=dict(nodes=graph['nodes'],
-                                               batch_norm_nodes=graph['batch_norm_nodes'],
-                                               conv_nodes=graph['conv_nodes'],
-                                               fused_blocks=graph['fused_blocks']),
-                calibration=dict(source='train_dataloader.dataset (train pipeline, fitted to '
-                                        'the static input) + model data_preprocessor',
-                                 requested=reader.requested, used=reader.used, seed=seed,
-                                 pipeline=reader.pipeline()),
-                quantization=settings, int8_kernels=kernels, evaluation=evaluation,
-                latency=latency, seconds=timings)
-    write_report(data, work)
-    return data
+    with _timed(timings, 'evaluate'):
+        evaluation = evaluate_sessions(inputs.cfg, inputs.codebase, sessions,
+                                       inputs.preprocessor, hw, with_argmax)
+    with _timed(timings, 'latency'):
+        latency = _latency(inputs.cfg, inputs.codebase, sessions, inputs.preprocessor, hw,
+                           with_argmax, threads, runs)
+    return evaluation, latency

@@ -17,7 +17,7 @@ from .folding import export_stock_checkpoint
 
 __all__ = ['PROG', 'build_parser', 'fold_checkpoint_file', 'main']
 
-PROG = 'python -m rep_mm.integrations.stock_backbones'
+PROG = 'rep-mm fold-stock'
 
 
 def build_parser() -> argparse.ArgumentParser:

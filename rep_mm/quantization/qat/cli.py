@@ -14,7 +14,7 @@ __all__ = ['main', 'build_parser']
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog='python -m rep_mm.quantization.qat',
+        prog='rep-mm qat-fold',
         description='Fold a QAT checkpoint (config type rep_mm.QATModel) into a plain '
                     'deploy-form checkpoint for the model config with deploy=True.')
     parser.add_argument('config', help='the QAT config the checkpoint was trained with')

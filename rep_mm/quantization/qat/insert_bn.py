@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ...fusion import identity_batchnorm_
 from ...reparam import ReparamBlock
 from .errors import QATError
 from .fake_quant import ActivationQuantizer, check_weight_granularity, fake_quant_weight
@@ -236,6 +237,36 @@ def calibrate_inserted_bn(model: nn.Module, inputs: Sequence[Any],
     forward = forward or _default_forward
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
+    reference, sums = _output_moments(model, modules, inputs, forward)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    for name, module in modules:
+        if module not in sums:
+            raise QATError(f'calibrate_inserted_bn: {name} was not run by the forward')
+        total, squares, count = _pooled(module, *sums[module]) if distributed else sums[module]
+        mean = total / count
+        var = ((squares - total * mean) / max(count - 1, 1)).clamp_min(0)  # unbiased
+        identity_batchnorm_(module.bn, mean, var)
+        if module.bn.num_batches_tracked is not None:
+            module.bn.num_batches_tracked.zero_()
+        module.bn_calibrated.fill_(True)
+    with fake_quant_disabled(model):
+        candidate = forward(model, inputs[0])
+    for module, mode in modes:
+        module.training = mode
+    max_abs, max_rel = output_errors(reference, candidate)
+    if not max_rel <= tolerance:
+        raise QATError(f'inserting BN changed the outputs: max |a - b| / max |a| = '
+                       f'{max_rel:.3g} > {tolerance:g} (max |a - b| = {max_abs:.3g})')
+    return dict(convs=len(modules), batches=len(inputs), max_abs_error=max_abs,
+                max_rel_error=max_rel)
+
+
+def _output_moments(model: nn.Module, modules: Sequence[Tuple[str, 'BNConv2d']],
+                    inputs: Sequence[Any], forward: Callable[[nn.Module, Any], Any]):
+    """Run ``inputs`` through ``model`` and collect, per inserted BN, the per-channel sum and
+    sum of squares (float64) and the count of its fused conv's outputs; the input quantizers
+    observe their ranges. Returns ``(output of the first batch, {module: [sum, sum_sq, n]})``.
+    """
     sums: Dict[BNConv2d, List[Any]] = {}
 
     def hook(module: BNConv2d, args: Tuple[Tensor, ...], out: Tensor) -> None:
@@ -259,41 +290,20 @@ def calibrate_inserted_bn(model: nn.Module, inputs: Sequence[Any],
     finally:
         for handle in handles:
             handle.remove()
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    for name, module in modules:
-        if module not in sums:
-            raise QATError(f'calibrate_inserted_bn: {name} was not run by the forward')
-        total, squares, count = sums[module]
-        if distributed:  # every rank measures its own batches: pool them, so ranks agree
-            pooled = torch.cat([total, squares, total.new_tensor([count])])
-            torch.distributed.all_reduce(pooled)
-            channels = total.numel()
-            total, squares = pooled[:channels], pooled[channels:2 * channels]
-            count = int(pooled[-1])
-            if module.input_quant is not None:
-                observer = module.input_quant.observer
-                torch.distributed.all_reduce(observer.min_val, torch.distributed.ReduceOp.MIN)
-                torch.distributed.all_reduce(observer.max_val, torch.distributed.ReduceOp.MAX)
-        mean = total / count
-        var = ((squares - total * mean) / max(count - 1, 1)).clamp_min(0)  # unbiased
-        bn = module.bn
-        bn.running_mean.copy_(mean.to(bn.running_mean.dtype))
-        bn.running_var.copy_(var.to(bn.running_var.dtype))
-        bn.weight.copy_(torch.sqrt(var + bn.eps).to(bn.weight.dtype))
-        bn.bias.copy_(mean.to(bn.bias.dtype))
-        if bn.num_batches_tracked is not None:
-            bn.num_batches_tracked.zero_()
-        module.bn_calibrated.fill_(True)
-    with fake_quant_disabled(model):
-        candidate = forward(model, inputs[0])
-    for module, mode in modes:
-        module.training = mode
-    max_abs, max_rel = output_errors(reference, candidate)
-    if not max_rel <= tolerance:
-        raise QATError(f'inserting BN changed the outputs: max |a - b| / max |a| = '
-                       f'{max_rel:.3g} > {tolerance:g} (max |a - b| = {max_abs:.3g})')
-    return dict(convs=len(modules), batches=len(inputs), max_abs_error=max_abs,
-                max_rel_error=max_rel)
+    return reference, sums
+
+
+def _pooled(module: 'BNConv2d', total: Tensor, squares: Tensor, count: int):
+    """The moments of all ranks (every rank measured its own batches), so that ranks set the
+    same statistics; the input quantizer's range is pooled too."""
+    pooled = torch.cat([total, squares, total.new_tensor([count])])
+    torch.distributed.all_reduce(pooled)
+    channels = total.numel()
+    if module.input_quant is not None:
+        observer = module.input_quant.observer
+        torch.distributed.all_reduce(observer.min_val, torch.distributed.ReduceOp.MIN)
+        torch.distributed.all_reduce(observer.max_val, torch.distributed.ReduceOp.MAX)
+    return pooled[:channels], pooled[channels:2 * channels], int(pooled[-1])
 
 
 def insert_bn(model: nn.Module, inputs: Sequence[Any],
