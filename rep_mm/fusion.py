@@ -25,7 +25,8 @@ __all__ = [
     # types and dtypes
     'KernelBias', 'fusion_dtype',
     # BatchNorm
-    'bn_scale_shift', 'fuse_bn', 'shift_only_batchnorm_', 'identity_batchnorm_',
+    'bn_scale_shift', 'fuse_bn', 'fuse_bn_statistics', 'shift_only_batchnorm_',
+    'identity_batchnorm_',
     # constant kernels
     'identity_kernel', 'channel_identity', 'avg_pool_kernel',
     # per-channel scales
@@ -119,6 +120,21 @@ def fuse_bn(kernel: Tensor, bn: _BatchNorm, bias: Optional[Tensor] = None,
     fused_kernel = scale_output_channels(kernel.to(dtype), scale)
     fused_bias = shift if bias is None else shift + bias.to(dtype) * scale
     return fused_kernel, fused_bias
+
+
+def fuse_bn_statistics(kernel: Tensor, bias: Tensor, mean: Tensor, var: Tensor,
+                       gamma: Tensor, beta: Tensor, eps: float) -> KernelBias:
+    """Fold a BatchNorm given by its statistics and affine parameters into the conv before it.
+
+    ``gamma * (conv(x, K) + b - mean) / sqrt(var + eps) + beta = conv(x, K') + b'`` with
+    ``t = gamma / sqrt(var + eps)``, ``K' = K * t[:, None, None, None]`` and
+    ``b' = beta + (b - mean) * t``. ``kernel``: ``(C_out, ...)``; ``bias``, ``mean``, ``var``,
+    ``gamma``, ``beta``: ``(C_out,)``. Computed in the inputs' dtype and differentiable in all of
+    them: the form QAT fake-quantizes when ``mean`` / ``var`` are the batch's statistics
+    (:func:`fuse_bn` folds a module's running statistics, in :func:`fusion_dtype`).
+    """
+    scale = gamma / torch.sqrt(var + eps)
+    return scale_output_channels(kernel, scale), beta + (bias - mean) * scale
 
 
 @torch.no_grad()

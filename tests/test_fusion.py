@@ -173,6 +173,28 @@ def test_shift_only_batchnorm_errors_are_explicit():
         fusion.shift_only_batchnorm_(nn.BatchNorm2d(4), torch.zeros(5))
 
 
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_fuse_bn_statistics_equals_conv_then_batch_norm(dtype):
+    """With explicit (mean, var): conv + bias + BN in training-style arithmetic equals the
+    folded conv, in the inputs' dtype, with gradients reaching gamma / beta / the kernel."""
+    x = torch.randn(2, 3, 6, 6, dtype=dtype)
+    kernel = torch.randn(5, 3, 3, 3, dtype=dtype, requires_grad=True)
+    bias, mean = torch.randn(5, dtype=dtype), torch.randn(5, dtype=dtype)
+    var = torch.rand(5, dtype=dtype) + 0.1
+    gamma = (torch.rand(5, dtype=dtype) + 0.5).requires_grad_()
+    beta = torch.randn(5, dtype=dtype, requires_grad=True)
+    expected = F.batch_norm(F.conv2d(x, kernel, bias, padding=1), mean, var, gamma, beta,
+                            False, 0.0, 1e-3)
+    fused_kernel, fused_bias = fusion.fuse_bn_statistics(kernel, bias, mean, var, gamma, beta,
+                                                         1e-3)
+    assert fused_kernel.dtype == dtype and fused_bias.dtype == dtype
+    y = F.conv2d(x, fused_kernel, fused_bias, padding=1)
+    tolerance = 1e-12 if dtype == torch.float64 else 1e-5
+    assert float((y - expected).abs().max() / expected.abs().max()) <= tolerance
+    y.sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (kernel, gamma, beta))
+
+
 def test_identity_batchnorm_keeps_the_function_and_holds_the_statistics():
     """Measured (mean, var) of a real activation: the BN stores them and is the identity."""
     x = torch.randn(4, 6, 5, 5, **F64) * torch.rand(1, 6, 1, 1, **F64) * 3 + 2

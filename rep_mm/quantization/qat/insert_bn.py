@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ...fusion import identity_batchnorm_
+from ...fusion import fuse_bn_statistics, identity_batchnorm_
 from ...reparam import ReparamBlock
 from .errors import QATError
 from .fake_quant import ActivationQuantizer, check_weight_granularity, fake_quant_weight
@@ -134,9 +134,8 @@ class BNConv2d(nn.Conv2d):
     def folded_weight_bias(self, mean: Tensor, var: Tensor) -> Tuple[Tensor, Tensor]:
         """``W' = W t``, ``b' = beta + (b - mean) t`` with ``t = gamma / sqrt(var + eps)``
         (``mean``, ``var``: ``(C_out,)``); differentiable."""
-        t = self.bn.weight / torch.sqrt(var + self.bn.eps)
-        return (self.weight * t.reshape(-1, *([1] * (self.weight.dim() - 1))),
-                self.bn.bias + (self.bias - mean) * t)
+        return fuse_bn_statistics(self.weight, self.bias, mean, var, self.bn.weight,
+                                  self.bn.bias, self.bn.eps)
 
     def _update_running_stats(self, y: Tensor) -> None:
         bn = self.bn
