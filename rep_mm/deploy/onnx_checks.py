@@ -1,5 +1,5 @@
-"""Checks of an exported ONNX graph against PyTorch: output errors, raw detector head outputs
-before NMS, and the graph's structure (BatchNormalization nodes, Conv nodes per fused block).
+"""Checks of an exported ONNX graph's outputs against PyTorch: output errors and the raw
+detector head outputs before NMS (the graph's structure: :mod:`rep_mm.deploy.graph`).
 
 Used by :mod:`rep_mm.deploy`; every function works on one model / one graph file. The errors
 come from :func:`rep_mm.verify.compare.compare`: a NaN or infinity in either output is a finding
@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from ..verify.compare import as_float64, compare
 
 __all__ = ['flatten_outputs', 'errors', 'rewritten_forward', 'compare_outputs',
-           'compare_pre_nms', 'graph_checks']
+           'compare_pre_nms']
 
 
 def flatten_outputs(output: Any) -> List[Tensor]:
@@ -161,40 +161,3 @@ def compare_pre_nms(model: nn.Module, training_form: Optional[nn.Module],
     result = errors(ref_values, onnx_values, names=names)
     return dict(comparable=True, outputs=len(names), against=(
         'training form' if training_form is not None else 'converted'), note='', **result)
-
-
-def graph_checks(onnx_path: Path, fused_blocks: Sequence[str]) -> Dict[str, Any]:
-    """Count node types; map every fused block to the Conv nodes inside its scope."""
-    import onnx
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    ops: Dict[str, int] = {}
-    for node in graph.node:
-        ops[node.op_type] = ops.get(node.op_type, 0) + 1
-    conv_scopes = [node.name for node in graph.node if node.op_type == 'Conv']
-    per_block = {}
-    for block in fused_blocks:
-        scope = '/' + '/'.join(_scope_parts(block)) + '/'
-        per_block[block] = sum(1 for name in conv_scopes if name.startswith(scope))
-    named = any(name.startswith('/') for name in conv_scopes)
-    result = dict(nodes=len(graph.node), batch_norm_nodes=ops.get('BatchNormalization', 0),
-                  conv_nodes=ops.get('Conv', 0), fused_blocks=len(fused_blocks),
-                  scopes_named=named, op_types=dict(sorted(ops.items())))
-    if named:
-        result.update(conv_nodes_in_fused_blocks=sum(per_block.values()),
-                      blocks_with_one_conv=sum(1 for n in per_block.values() if n == 1),
-                      blocks_not_one_conv={k: v for k, v in per_block.items() if v != 1})
-    else:  # the dynamo exporter names nodes without the module path
-        result.update(conv_nodes_in_fused_blocks=None, blocks_with_one_conv=None,
-                      blocks_not_one_conv=None,
-                      note='node names carry no module scope (dynamo exporter): the Conv '
-                           'count per fused block cannot be checked; conv_nodes is the total')
-    return result
-
-
-def _scope_parts(module_name: str) -> List[str]:
-    """TorchScript node scope of a module path: ``a.b.0`` -> ``['a', 'b', 'b.0']``."""
-    parts = module_name.split('.')
-    out = []
-    for i, part in enumerate(parts):
-        out.append(f'{parts[i - 1]}.{part}' if part.isdigit() and i else part)
-    return out

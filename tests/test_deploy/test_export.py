@@ -199,21 +199,28 @@ def test_cli_export_bad_inputs(tmp_path, capsys):
 
 
 def test_graph_checks_catch_an_unconverted_model(tmp_path):
-    """The per-block Conv check is not vacuous: a training-form RepVGG exported as is fails it
+    """The per-block check is not vacuous: a training-form RepVGG exported as is fails it
     (the TorchScript exporter folds eval-mode BN itself, so 'no BatchNormalization' alone
-    would pass)."""
+    would pass); the same blocks converted pass."""
+    import copy
+
+    from rep_mm import reparameterize
     from rep_mm.backbones import RepVGG
-    from rep_mm.deploy.onnx_checks import graph_checks
+    from rep_mm.deploy.graph import graph_checks
     from rep_mm.verify.bn_statistics import randomize_bn_statistics
     model = randomize_bn_statistics(
         RepVGG(dict(num_blocks=[1, 1, 1, 1], width_factor=[0.25] * 4)), 0).eval()
     blocks = [name for name, m in model.named_modules() if hasattr(m, 'rbr_dense')]
-    path = tmp_path / 'train_form.onnx'
-    torch.onnx.export(model, (torch.randn(1, 3, 32, 32),), str(path), dynamo=False,
-                      opset_version=11)
-    graph = graph_checks(path, blocks)
-    assert graph['scopes_named'] and graph['fused_blocks'] == 5
-    # the 3x3 and 1x1 branches stay two convs in every block
-    assert graph['batch_norm_nodes'] == 0
-    assert graph['blocks_with_one_conv'] == 0 and graph['conv_nodes_in_fused_blocks'] == 10
-    assert all(count == 2 for count in graph['blocks_not_one_conv'].values())
+    converted = copy.deepcopy(model)
+    reparameterize(converted)
+    results = {}
+    for form, net in (('training', model), ('deploy', converted)):
+        path = tmp_path / f'{form}.onnx'
+        torch.onnx.export(net, (torch.randn(1, 3, 32, 32),), str(path), dynamo=False,
+                          opset_version=11)
+        results[form] = graph_checks(path, blocks)
+    assert len(blocks) == 5
+    assert results['deploy']['passed'] and results['deploy']['failures'] == []
+    training = results['training']
+    assert not training['passed']
+    assert training['failures'][0].startswith('5 fused block(s) fail the graph check')
