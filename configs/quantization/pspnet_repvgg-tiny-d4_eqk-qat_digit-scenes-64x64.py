@@ -7,50 +7,10 @@
 #   python tools/train.py configs/quantization/pspnet_repvgg-tiny-d4_eqk-qat_digit-scenes-64x64.py \
 #       --cfg-options load_from=TRAINING_FORM_CKPT data_root=data/digit_scenes
 # Per-tensor int8 weights: --cfg-options model.weight_quant=per_tensor
-_base_ = ['../pspnet/pspnet_repvgg-tiny-d4_1xb16-2k_digit-scenes-64x64.py']
+_base_ = ['./pspnet_repvgg-tiny-d4_qat-after-conversion_digit-scenes-64x64.py']
 
-custom_imports = dict(imports=['rep_mm', 'rep_mm.quantization.qat'], allow_failed_imports=False)
-
-norm_cfg = dict(type='BN', requires_grad=True)
-model = dict(
-    _delete_=True,
-    type='rep_mm.QATModel',
-    flow='equivalent_kernel',
-    weight_quant='per_channel',
-    model=dict(
-        type='rep_mm.RepEncoderDecoder',
-        pretrained=None,
-        backbone=dict(
-            type='rep_mm.RepVGG',
-            arch=dict(num_blocks=[1, 2, 2, 1], width_factor=[0.5, 0.5, 0.5, 0.5]),
-            strides=(2, 1, 2, 2, 1),
-            dilations=(1, 1, 1, 1, 2),
-            out_indices=(0, 1, 2, 3),
-            norm_cfg=norm_cfg),
-        decode_head=dict(
-            type='PSPHead',
-            in_channels=[64, 128, 256],
-            in_index=[1, 2, 3],
-            input_transform='resize_concat',
-            channels=64,
-            pool_scales=(1, 2, 3, 6),
-            dropout_ratio=0.1,
-            num_classes=11,
-            norm_cfg=norm_cfg,
-            align_corners=False,
-            loss_decode=dict(type='CrossEntropyLoss', use_sigmoid=False, loss_weight=1.0,
-                             class_weight=[0.5] + [1.0] * 10)),
-        train_cfg=dict(),
-        test_cfg=dict(mode='whole')),
-)
-
-qat_iters = 200
-optim_wrapper = dict(optimizer=dict(lr=2e-4))
-param_scheduler = [
-    dict(type='PolyLR', eta_min=0.0, power=1.0, by_epoch=False, begin=0, end=qat_iters),
-]
-train_cfg = dict(max_iters=qat_iters, val_interval=qat_iters)
-default_hooks = dict(checkpoint=dict(interval=qat_iters))
+# the same model, schedule and data as QAT after conversion; the backbone trains multi-branch
+model = dict(flow='equivalent_kernel', model=dict(backbone=dict(deploy=False)))
 
 # validation runs a converted copy (still fake-quantized: the QAT blocks keep their QAT forward
 # in deploy form) and checks it against the training form on the first batch
