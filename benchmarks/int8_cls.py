@@ -26,7 +26,8 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from int8_common import ROWS, LogitStats, base_row, dump, print_row, run_quantize, train
+from int8_common import (ROWS, LogitStats, base_row, dump, print_row, row_jobs, run_quantize,
+                         train)
 
 REPO = Path(__file__).resolve().parents[1]
 REPVGG_CONFIG = REPO / 'configs' / 'repvgg' / 'repvgg-tiny_1xb32_digits.py'
@@ -215,13 +216,8 @@ def run(work: str, quick: bool, arch: Dict, epochs: int, qat_epochs: int, per_te
     cfgs['plain'] = dump(plain_cfg, osp.join(work, 'cls', 'configs', 'plain.py'))
     trained['plain'] = train(plain_cfg, 'cls_plain', METRIC)
 
-    jobs = (('repvgg', cfgs['repvgg'], trained['repvgg']['checkpoint']),
-            ('qat_a', cfgs['repvgg'], trained['qat_a']['deploy_checkpoint']),
-            ('qat_b', cfgs['repvgg'], trained['qat_b']['deploy_checkpoint']),
-            ('repopt', cfgs['repopt'], trained['repopt']['checkpoint']),
-            ('plain', cfgs['plain'], trained['plain']['checkpoint']))
     rows = {}
-    for name, (key, cfg_path, ckpt) in zip(ROWS, jobs):
+    for name, key, cfg_path, ckpt in row_jobs(cfgs, trained):
         rows[name] = measure(name, cfg_path, ckpt, Path(work) / 'cls' / 'int8' / key,
                              per_tensor, runs, calib)
         rows[name]['training'] = {k: v for k, v in trained[key].items()

@@ -11,12 +11,24 @@ import os
 import os.path as osp
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
 ROWS = ('RepVGG PTQ', 'RepVGG QAT-after-conversion', 'RepVGG EqK-QAT', 'RepOpt-VGG PTQ',
         'plain VGG PTQ')
+
+# where each row's model comes from: (key in the trained runs, config key, checkpoint field)
+ROW_SOURCES = (('repvgg', 'repvgg', 'checkpoint'), ('qat_a', 'repvgg', 'deploy_checkpoint'),
+               ('qat_b', 'repvgg', 'deploy_checkpoint'), ('repopt', 'repopt', 'checkpoint'),
+               ('plain', 'plain', 'checkpoint'))
+
+
+def row_jobs(cfgs: Dict[str, str], trained: Dict[str, Dict]) -> List[Tuple[str, str, str, str]]:
+    """``(row name, run key, config path, checkpoint)`` of the five rows, in :data:`ROWS` order:
+    the QAT rows are evaluated with the stock config on their deploy-form checkpoints."""
+    return [(name, key, cfgs[cfg_key], trained[key][field])
+            for name, (key, cfg_key, field) in zip(ROWS, ROW_SOURCES)]
 _RUNNER_IDS = itertools.count()
 
 

@@ -29,7 +29,8 @@ import os.path as osp
 from pathlib import Path
 from typing import Dict, Optional
 
-from int8_common import ROWS, LogitStats, base_row, dump, print_row, run_quantize, train
+from int8_common import (ROWS, LogitStats, base_row, dump, print_row, row_jobs, run_quantize,
+                         train)
 
 REPO = Path(__file__).resolve().parents[1]
 SEG_CONFIG = REPO / 'configs' / 'pspnet' / 'pspnet_repvgg-tiny-d4_1xb16-2k_digit-scenes-64x64.py'
@@ -185,13 +186,8 @@ def run(work: str, quick: bool, iters: int, qat_iters: int, hs_epochs: int, per_
     cfgs['plain'] = dump(plain_cfg, osp.join(root, 'configs', 'plain.py'))
     trained['plain'] = train(plain_cfg, 'seg_plain', METRIC)
 
-    jobs = (('repvgg', cfgs['repvgg'], trained['repvgg']['checkpoint']),
-            ('qat_a', cfgs['repvgg'], trained['qat_a']['deploy_checkpoint']),
-            ('qat_b', cfgs['repvgg'], trained['qat_b']['deploy_checkpoint']),
-            ('repopt', cfgs['repopt'], trained['repopt']['checkpoint']),
-            ('plain', cfgs['plain'], trained['plain']['checkpoint']))
     rows = {}
-    for name, (key, cfg_path, ckpt) in zip(ROWS, jobs):
+    for name, key, cfg_path, ckpt in row_jobs(cfgs, trained):
         rows[name] = measure(name, cfg_path, ckpt, Path(root) / 'int8' / key, per_tensor,
                              runs, calib)
         rows[name]['training'] = {k: v for k, v in trained[key].items()

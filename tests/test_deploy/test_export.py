@@ -23,14 +23,6 @@ TINY_BLOCKS = 7  # the tiny arch: stem + [1, 2, 2, 1] RepVGG blocks
 SDK_FILES = ('deploy.json', 'pipeline.json', 'detail.json')
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _check_common(report, work: Path, task: str):
     data = report.to_dict()
     assert data['task'] == task and data['passed'], data['failures']

@@ -43,14 +43,6 @@ FAMILIES = {
 NO_TRAINING_FORM_GRAPH = {'resnet-orepa'}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def build_model(config: str):
     """The model of ``config`` as the export builds it (root registry, config's scope)."""
     from mmengine.config import Config

@@ -40,14 +40,6 @@ codebase_config = {codebase}
 """
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _checkpoint(config: str, path: Path, seed: int = 0) -> torch.nn.Module:
     """Training-form weights (random, randomised BN statistics) saved as a Runner-style
     checkpoint; returns the model (eval mode)."""

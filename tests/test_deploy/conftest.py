@@ -1,0 +1,11 @@
+"""Export tests time and compare graphs on one thread (onnxruntime and torch alike)."""
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
