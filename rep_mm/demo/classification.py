@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import os.path as osp
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import List, Optional
 
 import torch
 from torch import nn

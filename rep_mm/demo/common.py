@@ -4,7 +4,6 @@ counts, atomic JSON."""
 from __future__ import annotations
 
 import copy
-import json
 import statistics
 import time
 from pathlib import Path
