@@ -7,9 +7,9 @@
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
-__all__ = ['CheckpointError', 'CheckpointFormError', 'ConfigError', 'first_line']
+__all__ = ['CheckpointError', 'CheckpointFormError', 'ConfigError', 'first_line', 'listing']
 
 
 class CheckpointError(ValueError):
@@ -39,3 +39,9 @@ class ConfigError(ValueError):
 def first_line(text: str) -> str:
     """The first line of ``text`` without surrounding blanks (``'no detail'`` if empty)."""
     return text.strip().splitlines()[0] if text.strip() else 'no detail'
+
+
+def listing(items: Sequence[str], limit: int) -> str:
+    """The first ``limit`` of ``items`` joined by commas, then ``, ... (+N more)`` if cut."""
+    shown = ', '.join(items[:limit])
+    return shown + (f', ... (+{len(items) - limit} more)' if len(items) > limit else '')

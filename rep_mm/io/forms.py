@@ -27,7 +27,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..reparam import is_reparam_module
-from .errors import CheckpointFormError
+from .errors import CheckpointFormError, listing
 from .key_maps import map_state_dict
 from .state_dict import FORM_KEY, extract_state_dict, form_tag, tag_form
 
@@ -205,18 +205,14 @@ def match_form(keys: Iterable[str], forms: ModelKeys) -> Optional[str]:
     return None
 
 
-def _listing(keys: Sequence[str]) -> str:
-    shown = ', '.join(keys[:MAX_SHOWN])
-    return shown + (f', ... (+{len(keys) - MAX_SHOWN} more)' if len(keys) > MAX_SHOWN else '')
-
-
 def _differences(given: Sequence[str], expected: Sequence[str]) -> str:
     present, wanted = set(given), set(expected)
     missing = [k for k in expected if k not in present]
     unexpected = [k for k in given if k not in wanted]
-    parts = [f'{len(missing)} missing ({_listing(missing)})' if missing else '0 missing',
-             f'{len(unexpected)} unexpected ({_listing(unexpected)})' if unexpected else
-             '0 unexpected']
+    parts = [f'{len(missing)} missing ({listing(missing, MAX_SHOWN)})' if missing
+             else '0 missing',
+             f'{len(unexpected)} unexpected ({listing(unexpected, MAX_SHOWN)})' if unexpected
+             else '0 unexpected']
     return ', '.join(parts)
 
 

@@ -17,7 +17,7 @@ from typing import Any, List, Mapping, Optional, Tuple, Union
 
 from torch import Tensor, nn
 
-from .errors import CheckpointError, CheckpointFormError
+from .errors import CheckpointError, CheckpointFormError, listing
 from .forms import ModelKeys, match_form, other_form_message, resolve_form
 from .key_maps import MappedState, check_kind_target, map_state_dict
 from .safe_load import read_checkpoint
@@ -50,15 +50,15 @@ class LoadReport:
         lines = [f'{len(self.loaded)} tensor(s) loaded ({self.kind} names -> {self.target})']
         if self.skipped:
             lines.append(f'{len(self.skipped)} key(s) not for this target, skipped: '
-                         f'{_listing(self.skipped)}')
+                         f'{listing(self.skipped, MAX_LISTED)}')
         for title, keys in (('missing in the checkpoint', self.missing),
                             ('unexpected (not in the model)', self.unexpected)):
             if keys:
-                lines.append(f'{len(keys)} key(s) {title}: {_listing(keys)}')
+                lines.append(f'{len(keys)} key(s) {title}: {listing(keys, MAX_LISTED)}')
         if self.shape_mismatch:
             items = [f'{k}: checkpoint {list(a)} vs model {list(b)}'
                      for k, a, b in self.shape_mismatch]
-            lines.append(f'{len(items)} shape mismatch(es): {_listing(items)}')
+            lines.append(f'{len(items)} shape mismatch(es): {listing(items, MAX_LISTED)}')
         return '\n  '.join(lines)
 
 
@@ -77,11 +77,6 @@ class FormLoad:
         if self.converted:
             head += f'; {len(self.converted)} block(s) of the model converted first'
         return f'{head}: {self.report.summary()}'
-
-
-def _listing(items: List[str]) -> str:
-    shown = ', '.join(items[:MAX_LISTED])
-    return shown + (f', ... (+{len(items) - MAX_LISTED} more)' if len(items) > MAX_LISTED else '')
 
 
 def _check_not_other_form(mapped: MappedState) -> None:
